@@ -1,0 +1,135 @@
+import type { LogEntry, StorageData, TaskBody, TaskHead } from "./schema.js";
+
+/** The version of this contract. A driver may declare which one it was written against. */
+export const DRIVER_SPECIFICATION_VERSION = "v1";
+
+/**
+ * What a driver can do. Every flag defaults to false; the repository and the conformance suite
+ * read this and nothing else (no probing, no `instanceof`).
+ */
+export interface DriverCapabilities {
+  /** Does `acquireLock()` exclude every other driver instance on the same store, across processes? */
+  locking: boolean;
+  /** Does the driver apply a change set atomically itself, through `transact()`? */
+  incremental: boolean;
+  /** Does `backup()` make a copy of the store? */
+  backup: boolean;
+  /** Does `restore()` bring the last backup back (moving the current store aside, never deleting it)? */
+  restore: boolean;
+  /** Does the data outlive the process (and a restart of the server)? */
+  persistent: boolean;
+  /** Does `watch()` report changes made through other instances? */
+  changeNotification: boolean;
+}
+
+export const NO_CAPABILITIES: Readonly<DriverCapabilities> = Object.freeze({
+  locking: false,
+  incremental: false,
+  backup: false,
+  restore: false,
+  persistent: false,
+  changeNotification: false,
+});
+
+/** The full manifest of a driver: its declared flags over all-false defaults. */
+export function capabilitiesOf(driver: StorageDriver): DriverCapabilities {
+  return { ...NO_CAPABILITIES, ...driver.capabilities };
+}
+
+/**
+ * The storage contract. The first six methods are the seed's and are all a driver must have:
+ * the repository then does lock, load, apply, save, unlock for every write. The optional members
+ * let a driver do better, and its `capabilities` say which it has.
+ *
+ * Drivers receive only valid data: ids, sizes and the schema are checked by core before a driver
+ * sees them, and core validates what `loadData()` returns.
+ */
+export interface StorageDriver {
+  /** Prepares the store (folders, tables, connections). Called once by the repository. */
+  initialize(): Promise<void>;
+  /**
+   * Reads the whole store. An empty or missing store is `{ version: "1.0.0", tasks: [], ... }`.
+   * A legacy todo array is returned as it is (core detects and migrates it). Data that cannot be
+   * parsed at all throws a `CorruptDataError`.
+   */
+  loadData(): Promise<StorageData>;
+  /** Replaces the whole store with `data`, atomically: a reader sees the old or the new store. */
+  saveData(data: StorageData): Promise<void>;
+  /** Makes a copy of the store that `restore()` (where supported) can bring back. */
+  backup(): Promise<void>;
+  /** Takes the store's write lock, waiting for it; throws `LockTimeoutError` when it cannot. */
+  acquireLock(): Promise<void>;
+  /** Releases the lock if this instance holds it; otherwise does nothing. */
+  releaseLock(): Promise<void>;
+
+  /** What this driver supports. Missing flags are false. */
+  readonly capabilities?: Partial<DriverCapabilities>;
+  /** A short name for messages and `diagnose`, like "json-file". */
+  readonly name?: string;
+  /** Releases connections and handles. The repository calls it once, from `close()`. */
+  close?(): Promise<void>;
+  /**
+   * The incremental extension (`capabilities.incremental`). Runs `work` against a consistent view
+   * of the store and applies the `WriteSet` it returns atomically: all of it or none. When the
+   * store changed underneath (a failed WATCH, a 412), the driver runs `work` again on fresh state;
+   * `work` has no side effects, so that is safe.
+   */
+  transact?(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void>;
+  /**
+   * Moves the current store aside (never deleting it) and puts the last backup in its place
+   * (`capabilities.restore`). Throws `CorruptDataError` when there is no usable backup, leaving
+   * the store untouched.
+   */
+  restore?(): Promise<RestoreResult>;
+  /** Calls `listener` when another instance changed the store (`capabilities.changeNotification`). Returns an unsubscribe function. */
+  watch?(listener: () => void): () => void;
+  /** Facts for `diagnose`: where the store is, its size, the last backup, who holds the lock. No credentials. */
+  describe?(): Promise<DriverDescription>;
+}
+
+/** A consistent view of the store inside `transact()`. */
+export interface StoreReader {
+  /** The task without its log (plus the log's length), or undefined. */
+  get(id: string): Promise<TaskHead | undefined>;
+  /** The stored schema version (`SCHEMA_VERSION` for a new store). */
+  version(): Promise<string>;
+}
+
+/** What one transaction writes. Every task in it has passed validation. */
+export interface WriteSet {
+  /** Tasks to create or replace, without their logs; an existing log is kept. */
+  puts: TaskBody[];
+  /** Log changes, applied after `puts`. */
+  logs: LogWrite[];
+  /** Ids to delete with their logs. Applied after the rest. */
+  deletes: string[];
+  /** The version the store should record, when it changes (never downgraded). */
+  version?: string;
+}
+
+/**
+ * Appends `entries` to a task's log (or replaces the log when `replace`), then drops the oldest
+ * entries so at most `keep` remain. Core has already counted what is dropped.
+ */
+export interface LogWrite {
+  id: string;
+  entries: LogEntry[];
+  replace: boolean;
+  keep: number;
+}
+
+export interface RestoreResult {
+  /** Where the store that was replaced now is (a file, a prefix, a table), if it existed. */
+  movedTo?: string;
+  /** What was restored. */
+  restoredFrom: string;
+}
+
+export interface DriverDescription {
+  driver: string;
+  location?: string;
+  sizeBytes?: number;
+  lastBackupAt?: number;
+  lockHolder?: { pid?: number; host?: string; since?: number; [key: string]: unknown } | null;
+  [key: string]: unknown;
+}

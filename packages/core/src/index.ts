@@ -1,0 +1,75 @@
+export { type ApplyReport, ChangeApplier, type PatchableFields, type TaskChange } from "./changes.js";
+export {
+  capabilitiesOf,
+  DRIVER_SPECIFICATION_VERSION,
+  type DriverCapabilities,
+  type DriverDescription,
+  type LogWrite,
+  NO_CAPABILITIES,
+  type RestoreResult,
+  type StorageDriver,
+  type StoreReader,
+  type WriteSet,
+} from "./driver.js";
+export {
+  ClosedError,
+  ConflictError,
+  CorruptDataError,
+  CycleError,
+  DriverNotInstalledError,
+  type ErrorCode,
+  InvalidTransitionError,
+  isLogicalError,
+  LockTimeoutError,
+  StorageUnavailableError,
+  TaskNotFoundError,
+  TaskStoreError,
+  toStoreError,
+  UnsupportedError,
+  ValidationError,
+  type ValidationIssue,
+  VersionUnsupportedError,
+} from "./errors.js";
+export { EventBus, type TaskEventListener, type TaskEventName, type TaskEvents } from "./event-bus.js";
+export { newTaskId } from "./ids.js";
+export { isLegacyData, type LegacyTodo, type MigrateLegacyOptions, migrateLegacy } from "./legacy.js";
+export { MemoryStorageDriver, type MemoryStorageDriverOptions } from "./memory-driver.js";
+export type { MeasuredOperation, MetricsSnapshot, OperationStats, RecordedError } from "./metrics.js";
+export {
+  type ApplyOptions,
+  type ApplyResult,
+  type Diagnostics,
+  TaskRepository,
+  type TaskRepositoryOptions,
+} from "./repository.js";
+export {
+  isWritableVersion,
+  LIMITS,
+  type LogEntry,
+  LogEntrySchema,
+  type LogType,
+  LogTypeSchema,
+  MetadataSchema,
+  parseStorageData,
+  parseStoredTask,
+  SCHEMA_VERSION,
+  type StorageData,
+  StorageDataSchema,
+  type StoredTask,
+  StoredTaskSchema,
+  type TaskBody,
+  type TaskHead,
+  TaskIdSchema,
+  type TaskProgress,
+  TaskProgressSchema,
+  type TaskStatus,
+  TaskStatusSchema,
+} from "./schema.js";
+export { TaskTable } from "./table.js";
+export {
+  type CreateTaskInput,
+  TaskManager,
+  type TaskQuery,
+  TRANSITIONS,
+  type UpdateTaskInput,
+} from "./task-manager.js";

@@ -1,0 +1,581 @@
+import { type ApplyReport, ChangeApplier, type TaskChange } from "./changes.js";
+import { loadDefaultDriver } from "./default-driver.js";
+import { capabilitiesOf, type DriverCapabilities, type DriverDescription, type RestoreResult, type StorageDriver } from "./driver.js";
+import {
+  ClosedError,
+  CorruptDataError,
+  isLogicalError,
+  type TaskStoreError,
+  toStoreError,
+  UnsupportedError,
+  ValidationError,
+  VersionUnsupportedError,
+} from "./errors.js";
+import { EventBus, type TaskEvents } from "./event-bus.js";
+import { isLegacyData, migrateLegacy } from "./legacy.js";
+import { type MeasuredOperation, Metrics, type MetricsSnapshot } from "./metrics.js";
+import {
+  isPlainObject,
+  isWritableVersion,
+  LIMITS,
+  parseOrThrow,
+  parseStorageData,
+  parseStoredTask,
+  parseVersion,
+  SCHEMA_VERSION,
+  type StorageData,
+  type StoredTask,
+  TaskIdSchema,
+} from "./schema.js";
+import { TaskTable } from "./table.js";
+
+export interface TaskRepositoryOptions {
+  /** The storage driver. Default: the JSON file driver at its default path (`@taskstore/driver-json-file`). */
+  driver?: StorageDriver;
+  /** Per-task log cap; older entries beyond it are dropped and counted. Default 10,000. */
+  logCap?: number;
+  /** At most this many change sets share one write (group commit). Default 500. */
+  maxBatch?: number;
+  /** Backoff of the retries of pending changes while storage fails. Defaults 50 ms doubling to 5 s. */
+  retry?: { initialDelayMs?: number; maxDelayMs?: number };
+}
+
+export interface ApplyOptions {
+  /**
+   * On a storage failure, keep the change set queued and resolve with `durable: false` instead of
+   * rejecting; it is written when storage works again (graceful degradation).
+   */
+  degrade?: boolean;
+  /** A name for errors, events and metrics, like "appendOutput". */
+  operation?: string;
+}
+
+export interface ApplyResult {
+  /** True when the change set is in storage; false when it is queued (degraded). */
+  durable: boolean;
+  report: ApplyReport;
+}
+
+/** What `diagnose()` reports: facts for a person debugging a store. Never credentials. */
+export interface Diagnostics {
+  driver: string;
+  capabilities: DriverCapabilities;
+  description: DriverDescription | undefined;
+  schemaVersion: string | undefined;
+  taskCount: number | undefined;
+  metrics: MetricsSnapshot;
+}
+
+interface QueuedChangeSet {
+  changes: readonly TaskChange[];
+  operation: string;
+  degrade: boolean;
+  /** Resolved already with `durable: false`; now only storage is waiting for it. */
+  acknowledged: boolean;
+  enqueuedAt: number;
+  resolve(result: ApplyResult): void;
+  reject(error: unknown): void;
+  outcome?: { report: ApplyReport } | { error: TaskStoreError };
+}
+
+/**
+ * The persistence interface: the seed's methods, plus change sets. Every write is a change set
+ * applied to the current stored state: through the driver's own atomic `transact()` where it has
+ * one, otherwise by lock, load, apply, save, unlock. Concurrent writes share one cycle (group
+ * commit); each still resolves only once its change is durable.
+ */
+export class TaskRepository {
+  /** Persistence and storage events: errors, recovery, migration. `TaskManager` forwards them to its bus. */
+  readonly events = new EventBus<TaskEvents>();
+  readonly logCap: number;
+  private driverInstance: StorageDriver | undefined;
+  private readonly driverPromise: Promise<StorageDriver> | undefined;
+  private initializing: Promise<void> | undefined;
+  private readonly metricsState = new Metrics();
+  private readonly queue: QueuedChangeSet[] = [];
+  private worker: Promise<void> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay: number;
+  private lastWriteError: TaskStoreError | undefined;
+  private storedVersion: string | undefined;
+  private closed: Promise<void> | undefined;
+  private isClosed = false;
+  private readonly maxBatch: number;
+  private readonly retryInitial: number;
+  private readonly retryMax: number;
+
+  constructor(options: TaskRepositoryOptions = {}) {
+    if (options.driver) this.driverInstance = options.driver;
+    else this.driverPromise = loadDefaultDriver();
+    // A missing default driver is reported on first use, not as an unhandled rejection now.
+    this.driverPromise?.catch(() => undefined);
+    this.logCap = options.logCap ?? LIMITS.defaultLogCap;
+    if (!Number.isInteger(this.logCap) || this.logCap < 1) {
+      throw new ValidationError([{ path: ["logCap"], rule: "min 1", message: "must be a positive integer" }]);
+    }
+    this.maxBatch = options.maxBatch ?? 500;
+    this.retryInitial = options.retry?.initialDelayMs ?? 50;
+    this.retryMax = options.retry?.maxDelayMs ?? 5_000;
+    this.retryDelay = this.retryInitial;
+  }
+
+  /** The driver, once known (the default driver is found asynchronously). */
+  async getDriver(): Promise<StorageDriver> {
+    if (!this.driverInstance) this.driverInstance = await (this.driverPromise as Promise<StorageDriver>);
+    return this.driverInstance;
+  }
+
+  /** The driver's capabilities manifest. */
+  async capabilities(): Promise<DriverCapabilities> {
+    return capabilitiesOf(await this.getDriver());
+  }
+
+  /** Initializes the driver, once. A failed initialization is tried again on the next call. */
+  async initialize(): Promise<void> {
+    if (!this.initializing) {
+      this.initializing = (async () => {
+        const driver = await this.getDriver();
+        await driver.initialize();
+      })();
+      this.initializing.catch(() => {
+        this.initializing = undefined;
+      });
+    }
+    return this.initializing;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The seed's methods
+
+  /** Every task in the store. A legacy store is migrated first; an unreadable one is recovered from its backup. */
+  async loadAll(): Promise<StoredTask[]> {
+    const data = await this.read();
+    return data.tasks;
+  }
+
+  /** One task, or null. */
+  async loadById(id: string): Promise<StoredTask | null> {
+    parseOrThrow(TaskIdSchema, id, "id");
+    const tasks = await this.loadAll();
+    return tasks.find((task) => task.id === id) ?? null;
+  }
+
+  /** Stores the task as given, replacing the task with its id. Invalid input throws `ValidationError` and writes nothing. */
+  async save(task: StoredTask): Promise<void> {
+    const parsed = parseStoredTask(task, "task");
+    await this.apply([{ type: "put", task: parsed }], { operation: "save" });
+  }
+
+  /** Stores several tasks in one atomic write: all of them or, on any invalid task, none. */
+  async saveMany(tasks: StoredTask[]): Promise<void> {
+    if (!Array.isArray(tasks)) {
+      throw new ValidationError([{ path: [], rule: "type", message: "saveMany takes an array of tasks" }]);
+    }
+    const parsed = tasks.map((task, i) => parseStoredTask(task, `tasks[${i}]`));
+    if (parsed.length === 0) return;
+    await this.apply(
+      parsed.map((task) => ({ type: "put", task })),
+      { operation: "saveMany" },
+    );
+  }
+
+  /** Removes a task with its descendants, and its place among its parent's children. A missing id changes nothing. */
+  async remove(id: string): Promise<void> {
+    parseOrThrow(TaskIdSchema, id, "id");
+    await this.apply([{ type: "remove", id, at: Date.now() }], { operation: "remove" });
+  }
+
+  /**
+   * Converts a legacy todo array to the current format, keeping the original through the driver's
+   * `backup()`. Loading does this by itself; this method makes it explicit. Resolves with how many
+   * todos were migrated (0 when the store is not legacy).
+   */
+  async migrateFromLegacy(): Promise<{ migrated: number }> {
+    await this.initialize();
+    const driver = await this.getDriver();
+    const raw = await driver.loadData();
+    if (!isLegacyData(raw)) return { migrated: 0 };
+    return this.withLock(async () => this.migrateLocked());
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Change sets
+
+  /**
+   * Applies a change set atomically to the current stored state. Resolves once it is durable, or
+   * (with `degrade`) once it is queued because storage failed. A change set the stored state
+   * refuses (missing task, illegal transition, cycle) rejects and writes nothing.
+   */
+  apply(changes: readonly TaskChange[], options: ApplyOptions = {}): Promise<ApplyResult> {
+    this.ensureOpen();
+    return new Promise((resolve, reject) => {
+      this.queue.push({
+        changes,
+        operation: options.operation ?? "write",
+        degrade: options.degrade ?? false,
+        acknowledged: false,
+        enqueuedAt: performance.now(),
+        resolve,
+        reject,
+      });
+      this.kick();
+    });
+  }
+
+  /** Change sets accepted but not yet durable, oldest first (what a refresh replays over loaded data). */
+  pendingChanges(): (readonly TaskChange[])[] {
+    return this.queue.filter((entry) => entry.acknowledged).map((entry) => entry.changes);
+  }
+
+  /** Waits until every accepted change is durable; throws the storage error when it cannot be written now. */
+  async flush(): Promise<void> {
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    if (this.queue.length === 0 && !this.worker) return;
+    this.kick();
+    while (this.worker) await this.worker;
+    if (this.queue.length > 0) {
+      // The attempt failed; retries go on in the background.
+      throw this.lastWriteError ?? new ClosedError("storage");
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Backup, recovery, diagnostics
+
+  /** Makes a restorable copy of the store (what `restore()` brings back). */
+  async backup(): Promise<void> {
+    await this.initialize();
+    const driver = await this.getDriver();
+    await driver.backup();
+    this.metricsState.lastBackupAt = Date.now();
+  }
+
+  /** Moves the current store aside and restores the last backup. */
+  async restore(): Promise<RestoreResult> {
+    await this.initialize();
+    const driver = await this.getDriver();
+    if (!driver.restore || !capabilitiesOf(driver).restore) {
+      throw new UnsupportedError(`${driverName(driver)}: this driver cannot restore a backup`);
+    }
+    const restore = driver.restore.bind(driver);
+    return this.withLock(() => restore());
+  }
+
+  /** Calls `listener` when another instance changes the store, if the driver can tell. Returns an unsubscribe function. */
+  async watch(listener: () => void): Promise<() => void> {
+    const driver = await this.getDriver();
+    if (!driver.watch || !capabilitiesOf(driver).changeNotification) return () => undefined;
+    await this.initialize();
+    return driver.watch(listener);
+  }
+
+  /** Counts, latencies and errors so far. */
+  metrics(): MetricsSnapshot {
+    return this.metricsState.snapshot(this.pendingChanges().length);
+  }
+
+  /** Everything `taskstore diagnose --persistence` shows. Reads the store to count its tasks. */
+  async diagnose(): Promise<Diagnostics> {
+    const driver = await this.getDriver();
+    let description: DriverDescription | undefined;
+    try {
+      await this.initialize();
+      description = await driver.describe?.();
+      if (description?.sizeBytes !== undefined) this.metricsState.storeSizeBytes = description.sizeBytes;
+      if (description?.lastBackupAt !== undefined) this.metricsState.lastBackupAt = description.lastBackupAt;
+      await this.read();
+    } catch (error) {
+      this.record(toStoreError(error, `${driverName(driver)}: diagnose`), "diagnose");
+    }
+    return {
+      driver: driverName(driver),
+      capabilities: capabilitiesOf(driver),
+      description,
+      schemaVersion: this.storedVersion,
+      taskCount: this.metricsState.taskCount,
+      metrics: this.metrics(),
+    };
+  }
+
+  /** Flushes, then closes the driver. Resources are released even when the flush fails (which then throws). */
+  close(): Promise<void> {
+    this.isClosed = true;
+    this.closed ??= (async () => {
+      let failure: unknown;
+      try {
+        await this.flush();
+      } catch (error) {
+        failure = error;
+      }
+      if (this.retryTimer) clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+      const driver = this.driverInstance;
+      if (driver?.close) await driver.close();
+      if (failure) throw failure;
+    })();
+    return this.closed;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reading
+
+  /** Loads and interprets the store: migrates legacy data, recovers an unreadable store. */
+  private async read(): Promise<StorageData> {
+    this.ensureOpen();
+    await this.initialize();
+    const driver = await this.getDriver();
+    const raw = await this.metricsState.time("load", () => this.loadRaw(driver));
+    const interpreted = this.interpret(raw);
+    if (interpreted.kind === "ok") return this.loaded(interpreted.data);
+    // Legacy data or an unreadable store: fix it under the lock, after looking again.
+    return this.withLock(async () => this.loaded(await this.readLocked()));
+  }
+
+  /** Reads while holding the lock, migrating or recovering as needed. */
+  private async readLocked(): Promise<StorageData> {
+    const driver = await this.getDriver();
+    const raw = await this.metricsState.time("load", () => this.loadRaw(driver));
+    const interpreted = this.interpret(raw);
+    switch (interpreted.kind) {
+      case "ok":
+        return interpreted.data;
+      case "legacy":
+        await this.migrateLocked(raw);
+        return this.interpretOrThrow(await this.loadRaw(driver));
+      case "corrupt":
+        return this.recoverLocked(interpreted.reason);
+    }
+  }
+
+  private async loadRaw(driver: StorageDriver): Promise<unknown> {
+    try {
+      return await driver.loadData();
+    } catch (error) {
+      const wrapped = toStoreError(error, `${driverName(driver)}: load`);
+      // A CorruptDataError from the driver goes to recovery; anything else is a failure to report.
+      if (wrapped.code === "CORRUPT_DATA") return new CorruptMarker(wrapped);
+      this.record(wrapped, "load");
+      throw wrapped;
+    }
+  }
+
+  private interpret(raw: unknown): { kind: "ok"; data: StorageData } | { kind: "legacy" } | { kind: "corrupt"; reason: TaskStoreError } {
+    if (raw instanceof CorruptMarker) return { kind: "corrupt", reason: raw.error };
+    if (isLegacyData(raw)) return { kind: "legacy" };
+    // A newer major version is read as it is, best effort, and never written or "recovered".
+    const version = isPlainObject(raw) && typeof raw.version === "string" ? raw.version : undefined;
+    const parsedVersion = version ? parseVersion(version) : undefined;
+    if (version && parsedVersion && !isWritableVersion(version) && Array.isArray((raw as { tasks?: unknown }).tasks)) {
+      return { kind: "ok", data: raw as StorageData };
+    }
+    try {
+      return { kind: "ok", data: parseStorageData(raw) };
+    } catch (error) {
+      return {
+        kind: "corrupt",
+        reason: new CorruptDataError(`the store fails the schema: ${(error as Error).message}`, { cause: error }),
+      };
+    }
+  }
+
+  private interpretOrThrow(raw: unknown): StorageData {
+    const interpreted = this.interpret(raw);
+    if (interpreted.kind === "ok") return interpreted.data;
+    if (interpreted.kind === "corrupt") throw interpreted.reason;
+    throw new CorruptDataError("the store is still in the legacy format after migration");
+  }
+
+  private loaded(data: StorageData): StorageData {
+    this.storedVersion = data.version;
+    this.metricsState.taskCount = data.tasks.length;
+    return data;
+  }
+
+  /** Converts the legacy store in place. Caller holds the lock. */
+  private async migrateLocked(known?: unknown): Promise<{ migrated: number }> {
+    const driver = await this.getDriver();
+    const raw = known ?? (await driver.loadData());
+    if (!isLegacyData(raw)) return { migrated: 0 };
+    await driver.backup(); // the original, kept
+    const data = migrateLegacy(raw);
+    await this.metricsState.time("save", () => driver.saveData(data));
+    this.events.emit("storage:migrated", { tasks: data.tasks.length });
+    return { migrated: data.tasks.length };
+  }
+
+  /** Moves an unreadable store aside and restores its backup. Caller holds the lock. */
+  private async recoverLocked(reason: TaskStoreError): Promise<StorageData> {
+    const driver = await this.getDriver();
+    this.record(reason, "load");
+    if (!driver.restore || !capabilitiesOf(driver).restore) {
+      throw new CorruptDataError(
+        `${driverName(driver)}: the store cannot be read and the driver cannot restore a backup: ${reason.message}`,
+        {
+          cause: reason,
+        },
+      );
+    }
+    const result = await driver.restore();
+    const data = this.interpretOrThrow(await this.loadRaw(driver));
+    this.events.emit("storage:recovered", { reason, result });
+    return data;
+  }
+
+  private async withLock<T>(work: () => Promise<T>): Promise<T> {
+    await this.initialize();
+    const driver = await this.getDriver();
+    await driver.acquireLock();
+    try {
+      return await work();
+    } finally {
+      await driver.releaseLock().catch((error) => this.record(toStoreError(error, `${driverName(driver)}: releaseLock`), "releaseLock"));
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Writing
+
+  private kick(): void {
+    if (this.worker || this.queue.length === 0) return;
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    this.worker = this.drain().finally(() => {
+      this.worker = undefined;
+    });
+  }
+
+  /** Writes queued change sets in batches until the queue is empty or storage fails. */
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.slice(0, this.maxBatch);
+      for (const entry of batch) entry.outcome = undefined;
+      let failure: TaskStoreError | undefined;
+      try {
+        await this.initialize();
+        await this.metricsState.time("save", () => this.writeBatch(batch));
+      } catch (error) {
+        failure = toStoreError(error, `${driverName(this.driverInstance)}: write`);
+      }
+      if (failure && !isLogicalError(failure)) {
+        this.storageFailed(batch, failure);
+        return;
+      }
+      this.queue.splice(0, batch.length);
+      let restored = 0;
+      for (const entry of batch) {
+        const outcome = failure ? { error: failure } : entry.outcome;
+        if (!outcome) continue;
+        if ("error" in outcome) {
+          this.record(outcome.error, entry.operation);
+          if (entry.acknowledged) this.events.emit("persistence:conflict", { error: outcome.error, operation: entry.operation });
+          else entry.reject(outcome.error);
+        } else if (entry.acknowledged) {
+          restored++;
+        } else {
+          this.metricsState.record(kindOf(entry.changes), performance.now() - entry.enqueuedAt);
+          entry.resolve({ durable: true, report: outcome.report });
+        }
+      }
+      if (restored > 0 && !this.queue.some((entry) => entry.acknowledged)) {
+        this.retryDelay = this.retryInitial;
+        this.lastWriteError = undefined;
+        this.events.emit("persistence:restored", { written: restored });
+      }
+    }
+  }
+
+  private storageFailed(batch: QueuedChangeSet[], error: TaskStoreError): void {
+    this.lastWriteError = error;
+    const operations = [...new Set(batch.map((entry) => entry.operation))].join(", ");
+    this.record(error, operations);
+    for (const entry of batch) {
+      this.metricsState.record(kindOf(entry.changes), performance.now() - entry.enqueuedAt, true);
+      if (!entry.degrade) {
+        this.queue.splice(this.queue.indexOf(entry), 1);
+        entry.reject(error);
+      } else if (!entry.acknowledged) {
+        entry.acknowledged = true;
+        entry.resolve({ durable: false, report: { dropped: new Map(), removed: [] } });
+      }
+    }
+    const pending = this.queue.filter((entry) => entry.acknowledged).length;
+    this.events.emit("persistence:error", { error, operation: operations, pending });
+    if (this.queue.length > 0 && !this.isClosed) {
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        this.kick();
+      }, this.retryDelay);
+      this.retryTimer.unref();
+      this.retryDelay = Math.min(this.retryDelay * 2, this.retryMax);
+    }
+  }
+
+  /** One write cycle for a batch: each change set's outcome is recorded on its entry. */
+  private async writeBatch(batch: QueuedChangeSet[]): Promise<void> {
+    const driver = await this.getDriver();
+    const options = { logCap: this.logCap };
+    const applyAll = async (applier: ChangeApplier): Promise<number> => {
+      let applied = 0;
+      for (const entry of batch) {
+        try {
+          entry.outcome = { report: await applier.apply(entry.changes) };
+          applied++;
+        } catch (error) {
+          if (error instanceof VersionUnsupportedError) throw error;
+          if (!isLogicalError(error)) throw error;
+          entry.outcome = { error: error as TaskStoreError };
+        }
+      }
+      return applied;
+    };
+
+    if (driver.transact && capabilitiesOf(driver).incremental) {
+      await driver.transact(async (reader) => {
+        for (const entry of batch) entry.outcome = undefined;
+        const applier = new ChangeApplier(reader, options);
+        await applyAll(applier);
+        return applier.writeSet();
+      });
+      return;
+    }
+
+    await this.withLock(async () => {
+      const data = await this.readLocked();
+      const table = TaskTable.fromData(data);
+      const applier = new ChangeApplier(table.reader(), options);
+      if ((await applyAll(applier)) === 0) return;
+      table.apply(applier.writeSet());
+      const next = table.toData();
+      await driver.saveData(next);
+      this.loaded(next);
+    });
+  }
+
+  private record(error: TaskStoreError, operation: string): void {
+    this.metricsState.recordError(error, operation);
+  }
+
+  private ensureOpen(): void {
+    if (this.isClosed) throw new ClosedError("the repository");
+  }
+}
+
+/** Marks a driver's CorruptDataError as data for `interpret`, so recovery can handle it. */
+class CorruptMarker {
+  constructor(readonly error: TaskStoreError) {}
+}
+
+function kindOf(changes: readonly TaskChange[]): MeasuredOperation {
+  if (changes.some((change) => change.type === "create")) return "create";
+  if (changes.some((change) => change.type === "remove")) return "delete";
+  return "update";
+}
+
+function driverName(driver: StorageDriver | undefined): string {
+  return driver?.name ?? driver?.constructor?.name ?? "driver";
+}

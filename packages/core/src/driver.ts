@@ -85,6 +85,18 @@ export interface StorageDriver {
   watch?(listener: () => void): () => void;
   /** Facts for `diagnose`: where the store is, its size, the last backup, who holds the lock. No credentials. */
   describe?(): Promise<DriverDescription>;
+  /**
+   * Called by the repository before `initialize()` with a channel for problems the driver meets
+   * outside any call (a compromised lock, a lost connection). Each is emitted as a
+   * `storage:warning` event and kept for `diagnose`.
+   */
+  attach?(context: DriverContext): void;
+}
+
+/** What the repository hands a driver through `attach()`. */
+export interface DriverContext {
+  /** Reports a problem that no caller is waiting for. Never throws. */
+  warn(error: Error): void;
 }
 
 /** A consistent view of the store inside `transact()`. */

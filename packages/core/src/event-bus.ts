@@ -20,6 +20,8 @@ export interface TaskEvents {
   "persistence:conflict": { error: TaskStoreError; operation: string };
   /** An unreadable store was moved aside and its backup restored. */
   "storage:recovered": { reason: TaskStoreError; result: RestoreResult };
+  /** The driver met a problem no caller was waiting for (a compromised lock, a lost connection). */
+  "storage:warning": { error: TaskStoreError };
   /** A legacy todo file was converted to the current format. */
   "storage:migrated": { tasks: number };
   /** The log cap dropped old entries of a task. */

@@ -3,6 +3,7 @@ export {
   capabilitiesOf,
   DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
+  type DriverContext,
   type DriverDescription,
   type LogWrite,
   NO_CAPABILITIES,

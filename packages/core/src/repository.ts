@@ -15,6 +15,7 @@ import { EventBus, type TaskEvents } from "./event-bus.js";
 import { isLegacyData, migrateLegacy } from "./legacy.js";
 import { type MeasuredOperation, Metrics, type MetricsSnapshot } from "./metrics.js";
 import {
+  checkTaskId,
   isPlainObject,
   isWritableVersion,
   LIMITS,
@@ -135,6 +136,13 @@ export class TaskRepository {
     if (!this.initializing) {
       this.initializing = (async () => {
         const driver = await this.getDriver();
+        driver.attach?.({
+          warn: (error) => {
+            const wrapped = toStoreError(error, driverName(driver));
+            this.record(wrapped, "background");
+            this.events.emit("storage:warning", { error: wrapped });
+          },
+        });
         await driver.initialize();
       })();
       this.initializing.catch(() => {
@@ -155,7 +163,7 @@ export class TaskRepository {
 
   /** One task, or null. */
   async loadById(id: string): Promise<StoredTask | null> {
-    parseOrThrow(TaskIdSchema, id, "id");
+    checkTaskId(id);
     const tasks = await this.loadAll();
     return tasks.find((task) => task.id === id) ?? null;
   }
@@ -181,7 +189,7 @@ export class TaskRepository {
 
   /** Removes a task with its descendants, and its place among its parent's children. A missing id changes nothing. */
   async remove(id: string): Promise<void> {
-    parseOrThrow(TaskIdSchema, id, "id");
+    checkTaskId(id);
     await this.apply([{ type: "remove", id, at: Date.now() }], { operation: "remove" });
   }
 

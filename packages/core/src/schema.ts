@@ -125,6 +125,11 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, sub
   throw new ValidationError(toIssues(result.error), { cause: result.error, ...(subject ? { subject } : {}) });
 }
 
+/** Checks one task id; a bad one throws a ValidationError whose issue path is `[field]`. */
+export function checkTaskId(id: unknown, field = "id"): string {
+  return parseOrThrow(z.object({ [field]: TaskIdSchema }), { [field]: id })[field] as string;
+}
+
 /** Parses a task, keeping fields this version does not know (a newer minor version wrote them). */
 export function parseStoredTask(input: unknown, subject?: string): StoredTask {
   const task = parseOrThrow(StoredTaskSchema, input, subject);

@@ -5,6 +5,7 @@ import type { EventBus, TaskEventName, TaskEvents } from "./event-bus.js";
 import { newTaskId } from "./ids.js";
 import type { TaskRepository } from "./repository.js";
 import {
+  checkTaskId,
   LIMITS,
   type LogEntry,
   LogTypeSchema,
@@ -75,6 +76,7 @@ const FORWARDED: TaskEventName[] = [
   "persistence:conflict",
   "storage:recovered",
   "storage:migrated",
+  "storage:warning",
 ];
 
 /**
@@ -228,8 +230,8 @@ export class TaskManager {
 
   /** Makes `childId` a child of `parentId` (moving it from any other parent). Rejects missing tasks and cycles. */
   async linkParentChild(parentId: string, childId: string): Promise<void> {
-    this.checkId(parentId);
-    this.checkId(childId);
+    this.checkId(parentId, "parentId");
+    this.checkId(childId, "childId");
     await this.run("linkParentChild", [{ type: "link", parentId, childId, at: Date.now() }]);
     this.emit("task:updated", () => ({ task: this.snapshot(childId), fields: ["parentId"] }));
     this.emit("task:updated", () => ({ task: this.snapshot(parentId), fields: ["children"] }));
@@ -338,8 +340,8 @@ export class TaskManager {
     this.refreshTimer.unref();
   }
 
-  private checkId(id: string): void {
-    parseOrThrow(TaskIdSchema, id, "id");
+  private checkId(id: string, field = "id"): void {
+    checkTaskId(id, field);
   }
 
   private snapshot(id: string): StoredTask {

@@ -1,0 +1,16 @@
+import { randomUUID } from "node:crypto";
+import { describeStorageDriver } from "@taskstore/conformance";
+import { MemoryStorageDriver } from "@taskstore/core";
+
+for (const incremental of [true, false]) {
+  describeStorageDriver({
+    name: `memory (${incremental ? "incremental" : "plain six methods"})`,
+    setup: async () => {
+      const store = randomUUID();
+      return {
+        open: async () => new MemoryStorageDriver({ store, incremental, lockTimeoutMs: 5_000 }),
+        teardown: async () => MemoryStorageDriver.drop(store),
+      };
+    },
+  });
+}

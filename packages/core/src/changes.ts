@@ -80,7 +80,7 @@ export class ChangeApplier {
     }
     const layer = new Layer(this);
     for (const change of changes) await layer.apply(change);
-    for (const [id, head] of layer.heads) this.heads.set(id, head);
+    for (const [id, head] of layer.heads) setMoving(this.heads, id, head);
     for (const [id, log] of layer.logs) this.logs.set(id, log);
     return layer.report;
   }
@@ -238,7 +238,7 @@ class Layer {
   }
 
   private write(head: TaskHead): void {
-    this.heads.set(head.id, head);
+    setMoving(this.heads, head.id, head);
   }
 
   /** Stores a whole task: its head, and its log replacing any log it had. */
@@ -271,6 +271,15 @@ class Layer {
     this.report.dropped.set(head.id, (this.report.dropped.get(head.id) ?? 0) + dropped);
     return { ...head, logCount: cap, droppedLogCount: (head.droppedLogCount ?? 0) + dropped };
   }
+}
+
+/**
+ * Sets a head; a task created again after being removed moves to the end, as it would in a
+ * store written one change set at a time (so group commit never changes the order of tasks).
+ */
+function setMoving(heads: Map<string, TaskHead | null>, id: string, head: TaskHead | null): void {
+  if (head !== null && heads.get(id) === null) heads.delete(id);
+  heads.set(id, head);
 }
 
 function later(previous: number, at: number): number {

@@ -19,14 +19,11 @@ import {
   isPlainObject,
   isWritableVersion,
   LIMITS,
-  parseOrThrow,
   parseStorageData,
   parseStoredTask,
   parseVersion,
-  SCHEMA_VERSION,
   type StorageData,
   type StoredTask,
-  TaskIdSchema,
 } from "./schema.js";
 import { TaskTable } from "./table.js";
 

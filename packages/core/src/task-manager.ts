@@ -100,6 +100,9 @@ export class TaskManager {
     for (const name of FORWARDED) {
       this.unsubscribe.push(this.repository.events.on(name, (payload) => this.eventBus.emit(name, payload as never)));
     }
+    // A queued change the store refused, or a store restored from backup: memory is stale.
+    this.unsubscribe.push(this.repository.events.on("persistence:conflict", () => this.scheduleRefresh()));
+    this.unsubscribe.push(this.repository.events.on("storage:recovered", () => this.scheduleRefresh()));
   }
 
   /** Loads every task from storage into memory, and follows other processes' changes where the driver can notify. */

@@ -1,0 +1,135 @@
+import { randomUUID } from "node:crypto";
+import { EventBus, MemoryStorageDriver, type TaskEvents, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
+import { describe, expect, it } from "vitest";
+import { eventually, FlakyDriver } from "./helpers.js";
+
+for (const incremental of [true, false]) {
+  describe(`graceful degradation (${incremental ? "incremental" : "plain"} driver)`, () => {
+    const open = () => {
+      const store = randomUUID();
+      const flaky = new FlakyDriver(new MemoryStorageDriver({ store, incremental }));
+      const bus = new EventBus();
+      const repository = new TaskRepository({ driver: flaky, retry: { initialDelayMs: 10, maxDelayMs: 50 } });
+      const manager = new TaskManager(bus, repository);
+      const stored = () => new TaskRepository({ driver: new MemoryStorageDriver({ store }) }).loadAll();
+      return { flaky, bus, repository, manager, stored };
+    };
+
+    it("operations succeed in memory while storage fails, the error is emitted, and flush() writes everything once it works", async () => {
+      const { flaky, bus, repository, manager, stored } = open();
+      await manager.loadFromRepository();
+      const id = await manager.create({ title: "before the fault" });
+      const errors: TaskEvents["persistence:error"][] = [];
+      const restored: TaskEvents["persistence:restored"][] = [];
+      bus.on("persistence:error", (event) => errors.push(event));
+      bus.on("persistence:restored", (event) => restored.push(event));
+
+      flaky.broken = true;
+      await manager.start(id);
+      await manager.appendOutput(id, "during the outage");
+      await manager.setProgress(id, { percent: 60 });
+      const second = await manager.create({ title: "created during the outage", parentId: id });
+      await manager.update(id, { description: "edited offline" });
+
+      expect(manager.findById(id)).toMatchObject({ status: "running", progress: { percent: 60 }, description: "edited offline" });
+      expect(manager.findById(second)?.parentId).toBe(id);
+      expect(errors.length).toBeGreaterThan(0);
+      expect(errors[0]?.error.code).toBe("STORAGE_UNAVAILABLE");
+      expect(errors.at(-1)?.pending).toBe(5);
+      expect(repository.metrics().pendingChanges).toBe(5);
+      expect(repository.metrics().errors.STORAGE_UNAVAILABLE).toBeGreaterThan(0);
+      const during = await stored();
+      expect(during.map((task) => task.id)).toEqual([id]);
+      expect(during[0]?.status).toBe("pending");
+      await expect(manager.flush()).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE"));
+
+      flaky.broken = false;
+      await manager.flush();
+      const after = await stored();
+      expect(after.find((task) => task.id === id)).toMatchObject({
+        status: "running",
+        progress: { percent: 60 },
+        description: "edited offline",
+        children: [second],
+        logs: [{ output: "during the outage" }],
+      });
+      expect(after.find((task) => task.id === second)?.parentId).toBe(id);
+      expect(restored.at(-1)?.written).toBe(5);
+      expect(repository.metrics().pendingChanges).toBe(0);
+      await manager.close();
+    });
+
+    it("pending changes are retried in the background without flush()", async () => {
+      const { flaky, bus, manager, stored } = open();
+      await manager.loadFromRepository();
+      flaky.broken = true;
+      const id = await manager.create({ title: "queued" });
+      await manager.appendOutput(id, "queued line");
+      let restored = false;
+      bus.on("persistence:restored", () => {
+        restored = true;
+      });
+      const failuresBefore = flaky.failures;
+      await eventually(() => flaky.failures > failuresBefore); // it keeps trying
+      flaky.broken = false;
+      await eventually(() => restored);
+      expect((await stored())[0]?.logs.map((entry) => entry.output)).toEqual(["queued line"]);
+      await manager.close();
+    });
+
+    it("refresh() during an outage keeps the changes not yet written", async () => {
+      const { flaky, manager } = open();
+      await manager.loadFromRepository();
+      const id = await manager.create({ title: "t" });
+      flaky.broken = true;
+      await manager.appendOutput(id, "kept");
+      flaky.broken = false; // loadAll works again, the retry has not run yet
+      await manager.refresh();
+      expect(manager.findById(id)?.logs.map((entry) => entry.output)).toEqual(["kept"]);
+      await manager.close();
+    });
+
+    it("direct repository writes do not degrade: they reject with STORAGE_UNAVAILABLE", async () => {
+      const { flaky, repository } = open();
+      flaky.broken = true;
+      await expect(repository.remove("some-id")).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE"));
+      expect(repository.metrics().pendingChanges).toBe(0);
+      flaky.broken = false;
+      await repository.close();
+    });
+
+    it("close() while storage fails releases the driver and throws, saying the changes are not durable", async () => {
+      const { flaky, manager } = open();
+      await manager.loadFromRepository();
+      flaky.broken = true;
+      await manager.create({ title: "lost at close" });
+      await expect(manager.close()).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE"));
+    });
+  });
+}
+
+describe("a change refused by the stored state after an outage", () => {
+  it("is dropped with a persistence:conflict event, and later changes are still written", async () => {
+    const store = randomUUID();
+    const flaky = new FlakyDriver(new MemoryStorageDriver({ store }));
+    const bus = new EventBus();
+    const manager = new TaskManager(bus, new TaskRepository({ driver: flaky, retry: { initialDelayMs: 10_000 } }));
+    await manager.loadFromRepository();
+    const id = await manager.create({ title: "contested" });
+    const other = new TaskManager(new EventBus(), new TaskRepository({ driver: new MemoryStorageDriver({ store }) }));
+    await other.loadFromRepository();
+
+    flaky.broken = true;
+    await manager.start(id); // accepted in memory, queued
+    await other.cancel(id); // meanwhile another process cancels it
+    const conflicts: TaskEvents["persistence:conflict"][] = [];
+    bus.on("persistence:conflict", (event) => conflicts.push(event));
+    flaky.broken = false;
+    await manager.flush();
+    expect(conflicts.map((event) => event.error.code)).toEqual(["INVALID_TRANSITION"]);
+    const reader = new TaskRepository({ driver: new MemoryStorageDriver({ store }) });
+    expect((await reader.loadById(id))?.status).toBe("cancelled");
+    await manager.close();
+    await other.close();
+  });
+});

@@ -1,0 +1,92 @@
+import { LIMITS, MetadataSchema, newTaskId, parseStoredTask, StoredTaskSchema, TaskIdSchema, ValidationError } from "@taskstore/core";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+
+const validTask = fc.record({
+  id: fc.stringMatching(/^[A-Za-z0-9_-]{1,40}$/),
+  title: fc.string({ minLength: 1, maxLength: 50 }),
+  status: fc.constantFrom("pending", "running", "paused", "completed", "failed", "cancelled"),
+  progress: fc.record({ percent: fc.double({ min: 0, max: 100, noNaN: true }) }),
+  metadata: fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 4 })),
+  createdAt: fc.nat(),
+  updatedAt: fc.nat(),
+  children: fc.array(fc.stringMatching(/^[A-Za-z0-9_-]{1,10}$/), { maxLength: 3 }),
+  logs: fc.array(
+    fc.record({ timestamp: fc.nat(), output: fc.string(), type: fc.constantFrom("stdout", "stderr", "log", "error", "info", "debug") }),
+    { maxLength: 5 },
+  ),
+});
+
+describe("schema (property-based)", () => {
+  it("every valid task survives a JSON round-trip through the schema unchanged", () => {
+    fc.assert(
+      fc.property(validTask, (task) => {
+        const parsed = parseStoredTask(JSON.parse(JSON.stringify(task)));
+        expect(parsed).toEqual(JSON.parse(JSON.stringify(task)));
+      }),
+    );
+  });
+
+  it("any string outside [A-Za-z0-9_-]{1,128} is refused as an id", () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 140 }), (candidate) => {
+        const valid = /^[A-Za-z0-9_-]{1,128}$/.test(candidate);
+        expect(TaskIdSchema.safeParse(candidate).success).toBe(valid);
+      }),
+    );
+  });
+
+  it("metadata with any non-JSON value anywhere is refused, naming its path", () => {
+    const bad = fc.constantFrom<unknown>(() => 1, Symbol("s"), 1n, Number.NaN, Number.NEGATIVE_INFINITY, undefined, new Map(), new Date());
+    fc.assert(
+      fc.property(fc.array(fc.string({ minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 5 }), bad, (path, value) => {
+        let metadata: unknown = value;
+        for (const key of [...path].reverse()) metadata = { [key]: metadata };
+        const result = MetadataSchema.safeParse(metadata);
+        expect(result.success).toBe(false);
+        try {
+          parseStoredTask({ ...StoredTaskSchema.parse(sampleTask()), metadata });
+        } catch (error) {
+          expect(error).toBeInstanceOf(ValidationError);
+          expect((error as ValidationError).issues[0]?.path).toEqual(["metadata", ...path]);
+          return;
+        }
+        throw new Error("accepted");
+      }),
+    );
+  });
+
+  it("generated ids are valid, unique and sort in creation order", () => {
+    const ids = Array.from({ length: 5_000 }, () => newTaskId());
+    expect(new Set(ids).size).toBe(ids.length);
+    expect([...ids].sort()).toEqual(ids);
+    for (const id of ids.slice(0, 50)) expect(TaskIdSchema.safeParse(id).success).toBe(true);
+    expect(newTaskId(1_000) < newTaskId(2_000)).toBe(true);
+  });
+
+  it("a ValidationError names the field path and the rule", () => {
+    try {
+      parseStoredTask({ ...sampleTask(), title: "x".repeat(LIMITS.titleLength + 1) });
+      throw new Error("accepted");
+    } catch (error) {
+      expect(error).toBeInstanceOf(ValidationError);
+      expect((error as ValidationError).code).toBe("VALIDATION");
+      expect((error as ValidationError).issues[0]).toMatchObject({ path: ["title"], rule: `max ${LIMITS.titleLength}` });
+      expect((error as ValidationError).message).toContain("title");
+    }
+  });
+});
+
+function sampleTask() {
+  return {
+    id: "sample",
+    title: "s",
+    status: "pending",
+    progress: { percent: 0 },
+    metadata: {},
+    createdAt: 0,
+    updatedAt: 0,
+    children: [],
+    logs: [],
+  };
+}

@@ -1,0 +1,1 @@
+export { FolderStorageDriver } from "./folder-driver.js";

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine (Debian 12, Node >= 20) for taskstore: the system packages the test
+# servers need, pnpm 12.4.2, the dependencies, and a build. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real servers for the driver tests (tools/test-services starts them on loopback ports).
+apt_packages=()
+command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "setup: installing ${apt_packages[*]} from apt"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+# The Debian redis-server package starts a system service on port 6379; tests never use it.
+
+if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version)" != "12.4.2" ]; then
+  echo "setup: installing pnpm 12.4.2"
+  npm install --global pnpm@12.4.2 >/dev/null
+fi
+
+# better-sqlite3 compiles from source: use the local Node headers instead of downloading them.
+if [ -d /usr/include/node ]; then export npm_config_nodedir=/usr; fi
+export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
+
+pnpm install --frozen-lockfile
+pnpm run build

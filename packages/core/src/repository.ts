@@ -92,6 +92,7 @@ export class TaskRepository {
   private readonly metricsState = new Metrics();
   private readonly queue: QueuedChangeSet[] = [];
   private worker: Promise<void> | undefined;
+  private io: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelay: number;
   private lastWriteError: TaskStoreError | undefined;
@@ -227,9 +228,18 @@ export class TaskRepository {
     });
   }
 
-  /** Change sets accepted but not yet durable, oldest first (what a refresh replays over loaded data). */
+  /** Change sets accepted in degraded mode and not yet durable, oldest first. */
   pendingChanges(): (readonly TaskChange[])[] {
     return this.queue.filter((entry) => entry.acknowledged).map((entry) => entry.changes);
+  }
+
+  /**
+   * Every task in the store, plus the change sets queued but not yet written, taken while no
+   * write is in flight: replaying `queued` over `tasks` gives exactly what this repository has
+   * accepted, with nothing counted twice or missed. This is what `TaskManager.refresh()` uses.
+   */
+  async snapshot(): Promise<{ tasks: StoredTask[]; queued: (readonly TaskChange[])[] }> {
+    return this.serial(async () => ({ tasks: await this.loadAll(), queued: this.queue.map((entry) => entry.changes) }));
   }
 
   /** Waits until every accepted change is durable; throws the storage error when it cannot be written now. */
@@ -462,7 +472,7 @@ export class TaskRepository {
       let failure: TaskStoreError | undefined;
       try {
         await this.initialize();
-        await this.metricsState.time("save", () => this.writeBatch(batch));
+        await this.serial(() => this.metricsState.time("save", () => this.writeBatch(batch)));
       } catch (error) {
         failure = toStoreError(error, `${driverName(this.driverInstance)}: write`);
       }
@@ -559,6 +569,13 @@ export class TaskRepository {
       await driver.saveData(next);
       this.loaded(next);
     });
+  }
+
+  /** Runs `work` when no write batch or snapshot is in flight. */
+  private serial<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.io.then(work, work);
+    this.io = next.catch(() => undefined);
+    return next;
   }
 
   private record(error: TaskStoreError, operation: string): void {

@@ -115,10 +115,10 @@ export class TaskManager {
   /** Reloads from storage, keeping changes that are accepted but not yet durable. */
   async refresh(): Promise<void> {
     await this.exclusive(async () => {
-      const tasks = await this.repository.loadAll();
+      const { tasks, queued } = await this.repository.snapshot();
       const table = new TaskTable();
       for (const task of tasks) table.tasks.set(task.id, task);
-      for (const changes of this.repository.pendingChanges()) {
+      for (const changes of queued) {
         const applier = new ChangeApplier(table.reader(), { logCap: this.repository.logCap });
         try {
           await applier.apply(changes);
@@ -305,15 +305,26 @@ export class TaskManager {
    */
   private async run(operation: string, changes: TaskChange[], options: { mustExist?: string } = {}): Promise<ApplyReport> {
     if (this.closing) throw new TaskStoreError("CLOSED", "the task manager is closed");
-    const { report, written } = await this.exclusive(async () => {
-      if (options.mustExist && !this.table.tasks.has(options.mustExist)) throw new TaskNotFoundError(options.mustExist);
-      const applier = new ChangeApplier(this.table.reader(), { logCap: this.repository.logCap });
-      const report = await applier.apply(changes);
-      this.table.apply(applier.writeSet());
-      // Queued while still holding the turn, so storage sees change sets in call order.
-      const written = this.repository.apply(changes, { degrade: true, operation });
-      return { report, written };
-    });
+    const prepare = () =>
+      this.exclusive(async () => {
+        if (options.mustExist && !this.table.tasks.has(options.mustExist)) throw new TaskNotFoundError(options.mustExist);
+        const applier = new ChangeApplier(this.table.reader(), { logCap: this.repository.logCap });
+        const report = await applier.apply(changes);
+        this.table.apply(applier.writeSet());
+        // Queued while still holding the turn, so storage sees change sets in call order.
+        const written = this.repository.apply(changes, { degrade: true, operation });
+        return { report, written };
+      });
+    let prepared: Awaited<ReturnType<typeof prepare>>;
+    try {
+      prepared = await prepare();
+    } catch (error) {
+      // A task this manager has not seen may have been made by another process: look once.
+      if (!TaskStoreError.hasCode(error, "NOT_FOUND")) throw error;
+      await this.refresh();
+      prepared = await prepare();
+    }
+    const { report, written } = prepared;
     try {
       await written;
     } catch (error) {

@@ -1,0 +1,86 @@
+import { randomUUID } from "node:crypto";
+import { EventBus, MemoryStorageDriver, TaskManager, TaskRepository } from "@taskstore/core";
+import { describe, expect, it } from "vitest";
+import { eventually } from "./helpers.js";
+
+const open = async (store: string) => {
+  const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new MemoryStorageDriver({ store }) }));
+  await manager.loadFromRepository();
+  return manager;
+};
+
+describe("TaskManager", () => {
+  it("operations called without awaiting apply in call order", async () => {
+    const manager = await open(randomUUID());
+    const id = await manager.create({ title: "quick" });
+    const done = [manager.start(id), manager.setProgress(id, { percent: 50 }), manager.appendOutput(id, "a"), manager.complete(id)];
+    await Promise.all(done);
+    expect(manager.findById(id)).toMatchObject({ status: "completed", progress: { percent: 100 }, logs: [{ output: "a" }] });
+    await manager.close();
+  });
+
+  it("an operation on a task another process created finds it without a manual refresh", async () => {
+    const store = randomUUID();
+    const a = await open(store);
+    const b = await open(store);
+    const id = await a.create({ title: "made by a" });
+    await b.appendOutput(id, "written by b");
+    expect(b.findById(id)?.logs.map((entry) => entry.output)).toEqual(["written by b"]);
+    await a.close();
+    await b.close();
+  });
+
+  it("follows another instance's changes by itself when the driver notifies", async () => {
+    const store = randomUUID();
+    const a = await open(store);
+    const b = await open(store);
+    let refreshed = 0;
+    b.eventBus.on("tasks:refreshed", () => refreshed++);
+    const id = await a.create({ title: "seen by b" });
+    await eventually(() => b.findById(id) !== undefined);
+    expect(refreshed).toBeGreaterThan(0);
+    expect(b.findById(id)?.title).toBe("seen by b");
+    await a.close();
+    await b.close();
+  });
+
+  it("findById and list return copies: changing them changes nothing stored", async () => {
+    const manager = await open(randomUUID());
+    const id = await manager.create({ title: "original", metadata: { n: 1 } });
+    const copy = manager.findById(id);
+    if (copy) {
+      copy.title = "mutated";
+      copy.metadata.n = 2;
+    }
+    const listed = manager.list()[0];
+    if (listed) listed.logs.push({ timestamp: 0, output: "x", type: "log" });
+    expect(manager.findById(id)).toMatchObject({ title: "original", metadata: { n: 1 }, logs: [] });
+    await manager.close();
+  });
+
+  it("list() filters by status, parent (null for roots) and assignee", async () => {
+    const manager = await open(randomUUID());
+    const root = await manager.create({ title: "root", assignedTo: "ann" });
+    const child = await manager.create({ title: "child", parentId: root });
+    await manager.start(child);
+    expect(manager.list({ parentId: null }).map((t) => t.id)).toEqual([root]);
+    expect(manager.list({ parentId: root }).map((t) => t.id)).toEqual([child]);
+    expect(manager.list({ status: "running" }).map((t) => t.id)).toEqual([child]);
+    expect(manager.list({ status: ["pending", "running"] })).toHaveLength(2);
+    expect(manager.list({ assignedTo: "ann" }).map((t) => t.id)).toEqual([root]);
+    await manager.close();
+  });
+
+  it("assignAgent with null unassigns; retry() brings a failed task back to pending at 0%", async () => {
+    const manager = await open(randomUUID());
+    const id = await manager.create({ title: "t", assignedTo: "bob" });
+    await manager.assignAgent(id, { assignedTo: null });
+    expect(manager.findById(id)?.assignedTo).toBeUndefined();
+    await manager.start(id);
+    await manager.setProgress(id, { percent: 70 });
+    await manager.fail(id, "boom");
+    await manager.retry(id);
+    expect(manager.findById(id)).toMatchObject({ status: "pending", progress: { percent: 0 } });
+    await manager.close();
+  });
+});

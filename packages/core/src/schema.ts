@@ -127,6 +127,8 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, sub
 
 /** Checks one task id; a bad one throws a ValidationError whose issue path is `[field]`. */
 export function checkTaskId(id: unknown, field = "id"): string {
+  // The common case costs one regex test; only a bad id builds the detailed error.
+  if (typeof id === "string" && ID_PATTERN.test(id)) return id;
   return parseOrThrow(z.object({ [field]: TaskIdSchema }), { [field]: id })[field] as string;
 }
 

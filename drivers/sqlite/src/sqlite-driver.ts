@@ -1,0 +1,597 @@
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import {
+  CorruptDataError,
+  type DriverCapabilities,
+  type DriverContext,
+  type DriverDescription,
+  type LogEntry,
+  type RestoreResult,
+  SCHEMA_VERSION,
+  type StorageData,
+  type StorageDriver,
+  StorageUnavailableError,
+  type StoredTask,
+  type StoreReader,
+  type TaskBody,
+  type TaskHead,
+  type WriteSet,
+} from "@taskstore/core";
+import Database from "better-sqlite3";
+import { type Gate, gateFor, isCorrupt, retryBusy } from "./busy.js";
+import { StoreLock } from "./lock.js";
+import { DB_SCHEMA_VERSION, MIGRATIONS } from "./migrations.js";
+
+/** SQLite's `synchronous` levels in WAL mode; see the README for what each one survives. */
+export type SynchronousLevel = "OFF" | "NORMAL" | "FULL" | "EXTRA";
+
+export interface SQLiteStorageDriverOptions {
+  /** The database file; created (with its folder) if missing. Give this or `database`. */
+  path?: string;
+  /** A better-sqlite3 `Database` you opened. The driver uses it and never closes it. */
+  database?: Database.Database;
+  /**
+   * Default "FULL": a change whose promise resolved survives a crash of the process and of the
+   * machine (the WAL is fsynced at every commit). "NORMAL" survives a process crash but may lose
+   * the last commits on power loss or an OS crash, in exchange for far fewer fsyncs.
+   */
+  synchronous?: SynchronousLevel;
+  /** How long one statement waits inside SQLite for another connection's lock. Default 2,000 ms. */
+  busyTimeoutMs?: number;
+  /**
+   * How long `acquireLock()` waits, and how long a transaction keeps retrying `BEGIN IMMEDIATE`
+   * while other processes write, before a `LockTimeoutError`. Default 30,000 ms.
+   */
+  lockTimeoutMs?: number;
+  /** A lock whose holder stopped renewing it (another host, or a reused pid) expires after this. Default 30,000 ms. */
+  lockStaleMs?: number;
+  /** Where `backup()` writes and `restore()` reads. Default `<path>.backup`. */
+  backupPath?: string;
+}
+
+interface TaskRow {
+  id: string;
+  body: string;
+}
+
+interface LogSpan {
+  lo: number | null;
+  hi: number | null;
+}
+
+interface LogRow {
+  task_id: string;
+  ts: number;
+  type: string;
+  source: string | null;
+  output: string;
+  extra: string | null;
+}
+
+/**
+ * A taskstore driver on SQLite: one row per task (its fields as JSON, with parent and status as
+ * indexed columns), one row per log entry, WAL, and every change set one `BEGIN IMMEDIATE`
+ * transaction. See the README for the layout, the lock and what each option means.
+ */
+export class SQLiteStorageDriver implements StorageDriver {
+  readonly name = "sqlite";
+  readonly capabilities: Partial<DriverCapabilities>;
+  /** The database file (absolute), or undefined for a caller's in-memory database. */
+  readonly path: string | undefined;
+  readonly backupPath: string | undefined;
+  private readonly owned: boolean;
+  private db: Database.Database | undefined;
+  /** The file's identity when we opened it: a restore by another instance replaces the file. */
+  private inode: number | undefined;
+  /** Why the database could not be opened (it is corrupt): loadData reports it, restore fixes it. */
+  private openError: Error | undefined;
+  private readonly gate: Gate;
+  private readonly lock: StoreLock;
+  private readonly synchronous: SynchronousLevel;
+  private readonly busyTimeoutMs: number;
+  private readonly lockTimeoutMs: number;
+  private context: DriverContext | undefined;
+  private statements: Statements | undefined;
+
+  constructor(options: SQLiteStorageDriverOptions) {
+    if (!options || (options.path === undefined) === (options.database === undefined)) {
+      throw new TypeError("sqlite: give exactly one of { path } or { database }");
+    }
+    this.synchronous = options.synchronous ?? "FULL";
+    if (!["OFF", "NORMAL", "FULL", "EXTRA"].includes(this.synchronous)) {
+      throw new TypeError(`sqlite: synchronous must be OFF, NORMAL, FULL or EXTRA, not ${String(this.synchronous)}`);
+    }
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 2_000;
+    this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+    this.owned = options.database === undefined;
+    if (options.database) {
+      this.db = options.database;
+      this.path = options.database.memory ? undefined : resolve(options.database.name);
+    } else {
+      this.path = resolve(options.path as string);
+    }
+    this.backupPath = options.backupPath ? resolve(options.backupPath) : this.path ? `${this.path}.backup` : undefined;
+    this.gate = gateFor(this.path ?? options.database);
+    const lockPath = this.path ? `${this.path}.lock` : undefined;
+    this.lock = new StoreLock(
+      () => {
+        if (!lockPath) return memoryLockDb(options.database as Database.Database);
+        mkdirSync(dirname(lockPath), { recursive: true, mode: 0o700 });
+        return this.openFile(lockPath);
+      },
+      lockPath !== undefined,
+      this.lockTimeoutMs,
+      options.lockStaleMs ?? 30_000,
+      (error) => this.context?.warn(error),
+    );
+    this.capabilities = {
+      locking: true,
+      incremental: true,
+      backup: this.backupPath !== undefined,
+      // Restoring replaces the file, which only works on a connection the driver owns.
+      restore: this.owned,
+      persistent: this.path !== undefined,
+      changeNotification: false,
+    };
+  }
+
+  attach(context: DriverContext): void {
+    this.context = context;
+  }
+
+  async initialize(): Promise<void> {
+    await this.gate.run(async () => {
+      if (this.statements && this.isCurrent()) return;
+      await this.open();
+    });
+  }
+
+  async loadData(): Promise<StorageData> {
+    return this.gate.run(async () => {
+      const s = await this.ready();
+      return retryBusy(() => this.readAll(s), this.lockTimeoutMs, "load").catch((error) => {
+        throw this.translate(error, "load");
+      });
+    });
+  }
+
+  async saveData(data: StorageData): Promise<void> {
+    await this.write(async (s) => {
+      s.deleteAllLogs.run();
+      s.deleteAllTasks.run();
+      for (const task of data.tasks) {
+        const { logs, ...body } = task;
+        s.putTask.run(body.id, body.parentId ?? null, body.status, JSON.stringify(body));
+        logs.forEach((entry, n) => {
+          insertLog(s, task.id, n, entry);
+        });
+      }
+      const { version, tasks: _tasks, metadata, ...extra } = data;
+      const { lastUpdated, totalTasks: _total, ...extraMeta } = metadata;
+      s.setMeta.run("version", version);
+      s.setMeta.run("extra", JSON.stringify(extra));
+      s.setMeta.run("metadataExtra", JSON.stringify(extraMeta));
+      s.setMeta.run("lastUpdated", String(lastUpdated));
+    });
+  }
+
+  transact = async (work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> => {
+    await this.write(async (s) => {
+      // What this transaction read: a put that leaves parent and status as they were rewrites
+      // only the body (an UPDATE naming an indexed column rewrites its index pages, even when
+      // the value is the same), and an append reuses the log span it already looked up.
+      const seen = new Map<string, { parentId: string | undefined; status: string; span: LogSpan }>();
+      const reader: StoreReader = {
+        get: async (id) => {
+          const row = s.getTask.get(id) as { body: string } | undefined;
+          if (!row) return undefined;
+          const span = s.logSpan.get(id, id) as LogSpan;
+          const head = parseJson(row.body, `task ${id}`) as TaskHead;
+          seen.set(id, { parentId: head.parentId, status: head.status, span });
+          head.logCount = span.lo === null ? 0 : (span.hi as number) - span.lo + 1;
+          return head;
+        },
+        version: async () => readVersion(s),
+      };
+      const writes = await work(reader);
+      for (const body of writes.puts) {
+        const before = seen.get(body.id);
+        if (before && before.parentId === body.parentId && before.status === body.status) {
+          s.setBody.run(JSON.stringify(body), body.id);
+        } else {
+          putBody(s, body);
+        }
+      }
+      for (const log of writes.logs) {
+        // Log rows are numbered 0, 1, 2... per task; trimming removes the lowest, so the span is dense.
+        let first = 0;
+        let next = 0;
+        if (log.replace) s.deleteLogs.run(log.id);
+        else {
+          const span = seen.get(log.id)?.span ?? (s.logSpan.get(log.id, log.id) as LogSpan);
+          if (span.lo !== null) [first, next] = [span.lo, (span.hi as number) + 1];
+        }
+        // Entries beyond `keep` would be trimmed at once: never insert them.
+        const skip = Math.max(0, log.entries.length - log.keep);
+        for (let i = skip; i < log.entries.length; i++) insertLog(s, log.id, next + i, log.entries[i] as LogEntry);
+        const last = next + log.entries.length - 1;
+        if (last - first + 1 > log.keep) s.trimLogs.run(log.id, last - log.keep);
+      }
+      for (const id of writes.deletes) {
+        s.deleteLogs.run(id);
+        s.deleteTask.run(id);
+      }
+      if (writes.version && newer(writes.version, readVersion(s))) s.setMeta.run("version", writes.version);
+      // Every other change moves some task's updatedAt, from which loadData derives lastUpdated;
+      // a delete may not, so it is recorded (one row fewer to write per append).
+      if (writes.deletes.length > 0) s.setMeta.run("lastUpdated", String(Date.now()));
+    });
+  };
+
+  async backup(): Promise<void> {
+    const target = this.backupPath;
+    if (!target) throw new StorageUnavailableError("sqlite: an in-memory database needs the backupPath option to back up");
+    await this.gate.run(async () => {
+      const db = await this.ready().then(() => this.db as Database.Database);
+      const temp = `${target}.tmp-${process.pid}-${Date.now()}`;
+      try {
+        await db.backup(temp);
+        // A self-contained file (no -wal beside it), checked before it replaces the last good backup.
+        const copy = new Database(temp);
+        try {
+          copy.pragma("journal_mode = DELETE");
+          const check = copy.pragma("quick_check", { simple: true });
+          if (check !== "ok")
+            throw new CorruptDataError(`sqlite: the database fails its integrity check (${String(check)}); the last backup was kept`);
+        } finally {
+          copy.close();
+        }
+        chmodSync(temp, 0o600);
+        syncFile(temp);
+        renameSync(temp, target);
+        syncDir(dirname(target));
+      } catch (error) {
+        try {
+          unlinkSync(temp); // our own unfinished copy, never the store
+        } catch {}
+        throw this.translate(error, "backup");
+      }
+    });
+  }
+
+  async restore(): Promise<RestoreResult> {
+    const path = this.path;
+    const source = this.backupPath;
+    if (!this.owned || !path || !source) throw new StorageUnavailableError("sqlite: restore needs a database the driver opened by path");
+    return this.gate.run(async () => {
+      // Copy the backup first: if it is missing or unusable, nothing has been touched.
+      const temp = `${path}.restore-${process.pid}-${Date.now()}`;
+      try {
+        statSync(source);
+        const backup = new Database(source, { readonly: true, fileMustExist: true });
+        try {
+          const check = backup.pragma("quick_check", { simple: true });
+          if (check !== "ok") throw new Error(`integrity check: ${String(check)}`);
+          await backup.backup(temp);
+        } finally {
+          backup.close();
+        }
+        chmodSync(temp, 0o600);
+        syncFile(temp);
+      } catch (error) {
+        try {
+          unlinkSync(temp);
+        } catch {}
+        throw new CorruptDataError(`sqlite: there is no usable backup at ${source}: ${(error as Error).message}`, { cause: error });
+      }
+      this.closeConnection();
+      const movedTo = `${path}.aside-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+      let moved = false;
+      // The -wal belongs to the replaced file: it goes aside with it, never onto the backup.
+      for (const suffix of ["-wal", "-shm", ""]) {
+        try {
+          renameSync(`${path}${suffix}`, `${movedTo}${suffix}`);
+          if (suffix === "") moved = true;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+        }
+      }
+      renameSync(temp, path);
+      syncDir(dirname(path));
+      await this.open();
+      return { ...(moved ? { movedTo } : {}), restoredFrom: source };
+    });
+  }
+
+  async acquireLock(): Promise<void> {
+    await this.lock.acquire();
+  }
+
+  async releaseLock(): Promise<void> {
+    await this.lock.release();
+  }
+
+  async describe(): Promise<DriverDescription> {
+    const size = (file: string): number => {
+      try {
+        return statSync(file).size;
+      } catch {
+        return 0;
+      }
+    };
+    let lastBackupAt: number | undefined;
+    try {
+      if (this.backupPath) lastBackupAt = Math.floor(statSync(this.backupPath).mtimeMs);
+    } catch {}
+    return {
+      driver: this.name,
+      location: this.path ?? ":memory:",
+      sizeBytes: this.path ? size(this.path) + size(`${this.path}-wal`) : 0,
+      ...(lastBackupAt !== undefined ? { lastBackupAt } : {}),
+      lockHolder: await this.lock.holder(),
+      schemaVersion: DB_SCHEMA_VERSION,
+      synchronous: this.synchronous,
+      ...(this.openError ? { openError: this.openError.message } : {}),
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.gate.run(async () => {
+      try {
+        await this.lock.close();
+      } finally {
+        this.closeConnection();
+      }
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  /** Runs `change` in one BEGIN IMMEDIATE transaction, serialized with this process's other instances. */
+  private write(change: (s: Statements) => Promise<void>): Promise<void> {
+    return this.gate.run(async () => {
+      const s = await this.ready();
+      const db = this.db as Database.Database;
+      await retryBusy(() => s.begin.run(), this.lockTimeoutMs, "begin a write");
+      try {
+        await change(s);
+        s.commit.run();
+      } catch (error) {
+        if (db.inTransaction) s.rollback.run();
+        throw this.translate(error, "write");
+      }
+    });
+  }
+
+  /** The statements of an open, current, migrated connection; reopens after a restore elsewhere. */
+  private async ready(): Promise<Statements> {
+    if (!this.statements || !this.isCurrent()) await this.open();
+    if (this.openError || !this.statements) {
+      throw new CorruptDataError(`sqlite: ${this.path ?? ":memory:"} is not a usable database: ${this.openError?.message}`, {
+        cause: this.openError,
+      });
+    }
+    return this.statements;
+  }
+
+  /**
+   * Opens (or reopens) the connection, sets WAL and the pragmas, and migrates. A corrupt file is
+   * not an error here: it is remembered, so that loadData can report it and core can restore.
+   */
+  private async open(): Promise<void> {
+    if (this.owned) this.closeConnection();
+    this.statements = undefined;
+    this.openError = undefined;
+    try {
+      if (this.owned) {
+        const path = this.path as string;
+        mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+        this.db = this.openFile(path);
+        this.inode = statSync(path).ino;
+      } else if (this.path) {
+        this.inode = statSync(this.path).ino;
+      }
+      const db = this.db as Database.Database;
+      await retryBusy(
+        () => {
+          db.pragma("journal_mode = WAL");
+          db.pragma(`synchronous = ${this.synchronous}`);
+        },
+        this.lockTimeoutMs,
+        "open",
+      );
+      await this.migrate(db);
+      this.statements = prepare(db);
+    } catch (error) {
+      if (!isCorrupt(error)) throw error;
+      this.openError = error as Error;
+      if (this.owned) this.closeConnection();
+    }
+  }
+
+  private async migrate(db: Database.Database): Promise<void> {
+    const current = () => db.pragma("user_version", { simple: true }) as number;
+    if (current() === DB_SCHEMA_VERSION) return;
+    await retryBusy(() => db.exec("BEGIN IMMEDIATE"), this.lockTimeoutMs, "migrate");
+    try {
+      const from = current(); // another process may have migrated meanwhile
+      if (from > DB_SCHEMA_VERSION) {
+        throw new StorageUnavailableError(
+          `sqlite: the database has schema version ${from}, newer than this driver's ${DB_SCHEMA_VERSION}: upgrade @taskstore/driver-sqlite`,
+        );
+      }
+      for (let v = from; v < DB_SCHEMA_VERSION; v++) (MIGRATIONS[v] as (db: Database.Database) => void)(db);
+      db.pragma(`user_version = ${DB_SCHEMA_VERSION}`);
+      db.exec("COMMIT");
+    } catch (error) {
+      if (db.inTransaction) db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  private openFile(path: string): Database.Database {
+    const db = new Database(path, { timeout: this.busyTimeoutMs });
+    try {
+      // Tasks may hold private data: the file is the owner's only, whatever the umask.
+      if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
+    } catch {}
+    return db;
+  }
+
+  private isCurrent(): boolean {
+    if (!this.path) return true;
+    try {
+      return statSync(this.path).ino === this.inode;
+    } catch {
+      return false;
+    }
+  }
+
+  private readAll(s: Statements): StorageData {
+    const db = this.db as Database.Database;
+    db.exec("BEGIN"); // one snapshot for both tables
+    try {
+      const tasks = new Map<string, StoredTask>();
+      let lastUpdated = 0;
+      for (const row of s.allTasks.iterate() as IterableIterator<TaskRow>) {
+        const task = parseJson(row.body, `task ${row.id}`) as StoredTask;
+        task.logs = [];
+        tasks.set(row.id, task);
+        if (task.updatedAt > lastUpdated) lastUpdated = task.updatedAt;
+      }
+      for (const row of s.allLogs.iterate() as IterableIterator<LogRow>) {
+        tasks.get(row.task_id)?.logs.push(entryOf(row));
+      }
+      const meta = new Map((s.allMeta.all() as { key: string; value: string }[]).map((row) => [row.key, row.value]));
+      db.exec("COMMIT");
+      const extra = parseJson(meta.get("extra") ?? "{}", "meta.extra") as Record<string, unknown>;
+      const extraMeta = parseJson(meta.get("metadataExtra") ?? "{}", "meta.metadataExtra") as Record<string, unknown>;
+      return {
+        ...extra,
+        version: meta.get("version") ?? SCHEMA_VERSION,
+        tasks: [...tasks.values()],
+        metadata: { ...extraMeta, lastUpdated: Math.max(lastUpdated, Number(meta.get("lastUpdated") ?? 0)), totalTasks: tasks.size },
+      };
+    } finally {
+      if (db.inTransaction) db.exec("ROLLBACK");
+    }
+  }
+
+  /** SQLite's corruption codes become CorruptDataError; everything else is thrown as it is. */
+  private translate(error: unknown, what: string): unknown {
+    if (isCorrupt(error)) {
+      return new CorruptDataError(`sqlite: ${what}: ${this.path ?? ":memory:"} is damaged: ${(error as Error).message}`, { cause: error });
+    }
+    return error;
+  }
+
+  private closeConnection(): void {
+    this.statements = undefined;
+    if (this.owned && this.db?.open) this.db.close();
+    if (this.owned) this.db = undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type Statements = ReturnType<typeof prepare>;
+
+function prepare(db: Database.Database) {
+  return {
+    begin: db.prepare("BEGIN IMMEDIATE"),
+    commit: db.prepare("COMMIT"),
+    rollback: db.prepare("ROLLBACK"),
+    getTask: db.prepare("SELECT body FROM tasks WHERE id = ?"),
+    // Two subqueries, so each is one index seek (min and max together would scan).
+    logSpan: db.prepare(
+      "SELECT (SELECT min(n) FROM task_logs WHERE task_id = ?) AS lo, (SELECT max(n) FROM task_logs WHERE task_id = ?) AS hi",
+    ),
+    putTask: db.prepare(
+      "INSERT INTO tasks (id, parent_id, status, body) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, status = excluded.status, body = excluded.body",
+    ),
+    setBody: db.prepare("UPDATE tasks SET body = ? WHERE id = ?"),
+    deleteTask: db.prepare("DELETE FROM tasks WHERE id = ?"),
+    insertLog: db.prepare("INSERT INTO task_logs (task_id, n, ts, type, source, output, extra) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    deleteLogs: db.prepare("DELETE FROM task_logs WHERE task_id = ?"),
+    trimLogs: db.prepare("DELETE FROM task_logs WHERE task_id = ? AND n <= ?"),
+    deleteAllTasks: db.prepare("DELETE FROM tasks"),
+    deleteAllLogs: db.prepare("DELETE FROM task_logs"),
+    allTasks: db.prepare("SELECT id, body FROM tasks ORDER BY seq"),
+    allLogs: db.prepare("SELECT task_id, ts, type, source, output, extra FROM task_logs ORDER BY task_id, n"),
+    allMeta: db.prepare("SELECT key, value FROM meta"),
+    getMeta: db.prepare("SELECT value FROM meta WHERE key = ?").pluck(),
+    setMeta: db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+  };
+}
+
+function putBody(s: Statements, body: TaskBody): void {
+  s.putTask.run(body.id, body.parentId ?? null, body.status, JSON.stringify(body));
+}
+
+const KNOWN_ENTRY_FIELDS = new Set(["timestamp", "output", "type", "source"]);
+
+function insertLog(s: Statements, id: string, n: number, entry: LogEntry): void {
+  let extra: Record<string, unknown> | undefined;
+  for (const key of Object.keys(entry)) {
+    if (KNOWN_ENTRY_FIELDS.has(key)) continue;
+    extra ??= {};
+    Object.defineProperty(extra, key, { value: (entry as Record<string, unknown>)[key], enumerable: true });
+  }
+  s.insertLog.run(id, n, entry.timestamp, entry.type, entry.source ?? null, entry.output, extra ? JSON.stringify(extra) : null);
+}
+
+function entryOf(row: LogRow): LogEntry {
+  const entry = { timestamp: row.ts, output: row.output, type: row.type } as LogEntry;
+  if (row.source !== null) entry.source = row.source;
+  if (row.extra !== null) Object.assign(entry, parseJson(row.extra, "log entry"));
+  return entry;
+}
+
+function readVersion(s: Statements): string {
+  return (s.getMeta.get("version") as string | undefined) ?? SCHEMA_VERSION;
+}
+
+/** True when semantic version `a` is newer than `b` (a stored version is never downgraded). */
+function newer(a: string, b: string): boolean {
+  const pa = a.split(".").map(Number);
+  const pb = b.split(".").map(Number);
+  for (let i = 0; i < 3; i++) if ((pa[i] ?? 0) !== (pb[i] ?? 0)) return (pa[i] ?? 0) > (pb[i] ?? 0);
+  return false;
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new CorruptDataError(`sqlite: ${what} is not valid JSON`, { cause: error });
+  }
+}
+
+function syncFile(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function syncDir(path: string): void {
+  try {
+    syncFile(path);
+  } catch {
+    // Some platforms cannot fsync a folder; the rename is still atomic.
+  }
+}
+
+const memoryLocks = new WeakMap<Database.Database, Database.Database>();
+
+/** A caller's in-memory database is visible to this process only: its lock lives in memory too. */
+function memoryLockDb(database: Database.Database): Database.Database {
+  let db = memoryLocks.get(database);
+  if (!db) {
+    db = new Database(":memory:");
+    memoryLocks.set(database, db);
+  }
+  return db;
+}

@@ -5,7 +5,7 @@ import {
   ClosedError,
   CorruptDataError,
   isLogicalError,
-  type TaskStoreError,
+  TaskStoreError,
   toStoreError,
   UnsupportedError,
   ValidationError,
@@ -550,12 +550,23 @@ export class TaskRepository {
     };
 
     if (driver.transact && capabilitiesOf(driver).incremental) {
-      await driver.transact(async (reader) => {
-        for (const entry of batch) entry.outcome = undefined;
-        const applier = new ChangeApplier(reader, options);
-        await applyAll(applier);
-        return applier.writeSet();
-      });
+      const transact = driver.transact.bind(driver);
+      const attempt = () =>
+        transact(async (reader) => {
+          for (const entry of batch) entry.outcome = undefined;
+          const applier = new ChangeApplier(reader, options);
+          await applyAll(applier);
+          return applier.writeSet();
+        });
+      try {
+        await attempt();
+      } catch (error) {
+        // The store was damaged (or is legacy data) since it was last read: recover or
+        // migrate it the way a load does, then write. Without a usable backup this throws.
+        if (!TaskStoreError.hasCode(error, "CORRUPT_DATA")) throw error;
+        await this.withLock(async () => this.loaded(await this.readLocked()));
+        await attempt();
+      }
       return;
     }
 

@@ -107,3 +107,21 @@ describe("legacy todo stores", () => {
     expect(await repository.loadAll()).toHaveLength(2);
   });
 });
+
+describe("a store damaged while a manager is running", () => {
+  it("is recovered from its backup by the next write, which then succeeds", async () => {
+    const { store, id } = await storeWithBackup();
+    const driver = new MemoryStorageDriver({ store });
+    const bus = new EventBus();
+    const recovered: TaskEvents["storage:recovered"][] = [];
+    bus.on("storage:recovered", (event) => recovered.push(event));
+    const manager = new TaskManager(bus, new TaskRepository({ driver }));
+    await manager.loadFromRepository();
+    driver.writeRaw('{"version":"1.0.0","tasks":['); // damaged under the running manager
+    await manager.appendOutput(id, "after the damage");
+    expect(recovered).toHaveLength(1);
+    const stored = await new TaskRepository({ driver: new MemoryStorageDriver({ store }) }).loadById(id);
+    expect(stored?.logs.map((entry) => entry.output)).toEqual(["after the damage"]);
+    await manager.close();
+  });
+});

@@ -1,0 +1,219 @@
+import { randomUUID } from "node:crypto";
+import fs, { promises as fsp } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { LockTimeoutError } from "@taskstore/core";
+import lockfile from "proper-lockfile";
+import { codeOf, DIR_MODE, FILE_MODE } from "./atomic-file.js";
+
+/** Who holds the lock, as recorded in `holder.json` inside the lock folder. */
+export interface LockHolder {
+  pid: number;
+  host: string;
+  since: number;
+  /** Unique per acquisition, so a reclaimer can tell "the same dead holder" from a new one. */
+  token: string;
+}
+
+export interface FileLockOptions {
+  /** The lock folder, e.g. `.tasks.lock`. */
+  lockPath: string;
+  /** The file the lock guards (proper-lockfile's key for this lock within the process). */
+  file: string;
+  timeoutMs: number;
+  staleMs: number;
+  /** The lock was lost while held (its folder removed or taken over). Must not throw. */
+  onCompromised(error: Error): void;
+}
+
+const HOLDER_FILE = "holder.json";
+/** A reclaim guard older than this was left by a reclaimer that died; it is removed. */
+const RECLAIM_GUARD_STALE_MS = 5_000;
+
+type Callback = (error: NodeJS.ErrnoException | null) => void;
+
+/**
+ * The file system proper-lockfile sees. Its lock is a folder made with `mkdir`; here that folder
+ * is built aside with `holder.json` inside and renamed into place, so a lock folder never exists
+ * without its holder (a holder killed mid-acquisition leaves only a `.new` leftover, not a
+ * nameless lock that would need the stale period). Removal renames the folder away first, so
+ * the lock path never shows a half-removed folder that a rename could land on.
+ */
+const lockFs = {
+  ...fs,
+  mkdir: (dir: string, callback: Callback) => {
+    createLockDir(dir).then(() => callback(null), callback);
+  },
+  rmdir: (dir: string, callback: Callback) => {
+    removeLockDir(dir).then(() => callback(null), callback);
+  },
+  rmdirSync: (dir: string) => {
+    const away = `${dir}.${process.pid}-${randomUUID().slice(0, 8)}.old`;
+    try {
+      fs.renameSync(dir, away);
+    } catch (error) {
+      if (codeOf(error) === "ENOENT") return;
+      throw error;
+    }
+    fs.rmSync(away, { recursive: true, force: true });
+  },
+};
+
+async function createLockDir(dir: string): Promise<void> {
+  const building = `${dir}.${process.pid}-${randomUUID().slice(0, 8)}.new`;
+  await fsp.mkdir(building, { mode: DIR_MODE });
+  try {
+    await fsp.chmod(building, DIR_MODE);
+    const holder: LockHolder = { pid: process.pid, host: os.hostname(), since: Date.now(), token: randomUUID() };
+    await fsp.writeFile(path.join(building, HOLDER_FILE), JSON.stringify(holder), { mode: FILE_MODE, flag: "wx" });
+    await fsp.rename(building, dir);
+  } catch (error) {
+    await fsp.rm(building, { recursive: true, force: true }).catch(() => undefined);
+    // A lock folder is already there (never empty: see above): tell proper-lockfile "EEXIST".
+    if (["ENOTEMPTY", "EEXIST", "EISDIR"].includes(codeOf(error) ?? ""))
+      throw Object.assign(new Error(`${dir} exists`), { code: "EEXIST" });
+    throw error;
+  }
+}
+
+/** Removes a lock folder atomically: renamed away (or already gone), then deleted. */
+async function removeLockDir(dir: string): Promise<void> {
+  const away = `${dir}.${process.pid}-${randomUUID().slice(0, 8)}.old`;
+  await fsp.rename(dir, away); // ENOENT is passed on: proper-lockfile ignores it
+  await fsp.rm(away, { recursive: true, force: true });
+}
+
+/**
+ * A cross-process lock: a folder created atomically (proper-lockfile), kept fresh while held and
+ * considered stale `staleMs` after its last refresh. On top of that, the holder is recorded, and a
+ * holder on this host whose process is gone is reclaimed at once rather than after `staleMs`.
+ */
+export class FileLock {
+  private release: (() => Promise<void>) | undefined;
+  private state: "free" | "held" | "compromised" = "free";
+
+  constructor(private readonly options: FileLockOptions) {}
+
+  /** True when the lock was lost since it was acquired (until the next `acquire`). */
+  get compromised(): boolean {
+    return this.state === "compromised";
+  }
+
+  get held(): boolean {
+    return this.state === "held";
+  }
+
+  async acquire(): Promise<void> {
+    const { lockPath, timeoutMs } = this.options;
+    const deadline = Date.now() + timeoutMs;
+    let delay = 2;
+    for (;;) {
+      const release = await this.tryLock();
+      if (release) {
+        this.release = release;
+        this.state = "held";
+        return;
+      }
+      if (await reclaimIfDead(lockPath)) continue;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const holder = await readHolder(lockPath);
+        const who = holder ? ` (held by pid ${holder.pid} on ${holder.host} since ${new Date(holder.since).toISOString()})` : "";
+        throw new LockTimeoutError(`json-file: could not acquire ${lockPath} within ${timeoutMs} ms${who}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(left, delay * (0.5 + Math.random()))));
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+
+  /** Releases the lock if held; a lost lock is only forgotten (its folder may be someone else's now). */
+  async releaseLock(): Promise<void> {
+    const release = this.release;
+    this.release = undefined;
+    const wasHeld = this.state === "held";
+    this.state = "free";
+    if (!release || !wasHeld) return;
+    try {
+      await release();
+    } catch (error) {
+      if (codeOf(error) !== "ERELEASED") throw error;
+    }
+  }
+
+  private async tryLock(): Promise<(() => Promise<void>) | undefined> {
+    const { lockPath, file, staleMs } = this.options;
+    let release: () => Promise<void>;
+    try {
+      release = await lockfile.lock(file, {
+        lockfilePath: lockPath,
+        realpath: false,
+        stale: staleMs,
+        retries: 0,
+        fs: lockFs,
+        onCompromised: (error) => {
+          if (this.release !== release) return; // an earlier acquisition, already released
+          this.state = "compromised";
+          this.release = undefined;
+          this.options.onCompromised(error);
+        },
+      });
+    } catch (error) {
+      if (codeOf(error) === "ELOCKED") return undefined;
+      throw error;
+    }
+    return release;
+  }
+}
+
+/** The recorded holder of the lock at `lockPath`, or undefined when there is no lock (or its record is unreadable). */
+export async function readHolder(lockPath: string): Promise<LockHolder | undefined> {
+  try {
+    const parsed = JSON.parse(await fsp.readFile(path.join(lockPath, HOLDER_FILE), "utf8")) as LockHolder;
+    return typeof parsed.pid === "number" && typeof parsed.host === "string" ? parsed : undefined;
+  } catch {
+    return undefined; // no lock, or a record damaged by a power cut: staleness decides
+  }
+}
+
+/**
+ * Removes the lock when its recorded holder is a process of this host that no longer exists.
+ * Reclaimers take a guard folder first and check the holder again under it, so two waiters never
+ * both remove a lock (the second would remove the first one's fresh lock).
+ */
+async function reclaimIfDead(lockPath: string): Promise<boolean> {
+  const holder = await readHolder(lockPath);
+  if (!holder || holder.host !== os.hostname() || isAlive(holder.pid)) return false;
+  const guard = `${lockPath}.reclaim`;
+  try {
+    await fsp.mkdir(guard, { mode: DIR_MODE });
+  } catch (error) {
+    if (codeOf(error) !== "EEXIST") throw error;
+    const stat = await fsp.stat(guard).catch(() => undefined);
+    if (stat && Date.now() - stat.mtimeMs > RECLAIM_GUARD_STALE_MS) await fsp.rm(guard, { recursive: true, force: true });
+    return false;
+  }
+  try {
+    const again = await readHolder(lockPath);
+    if (again?.token !== holder.token) return false;
+    await removeLockDir(lockPath).catch((error) => {
+      if (codeOf(error) !== "ENOENT") throw error;
+    });
+    return true;
+  } finally {
+    await fsp.rm(guard, { recursive: true, force: true });
+  }
+}
+
+/** Matches `.tasks.lock.<pid>-<id>.new|.old` folders and captures the pid. */
+export function lockLeftoverPattern(lockName: string): RegExp {
+  return new RegExp(`^${lockName.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.(\\d+)-[0-9a-f]{8}\\.(new|old)$`);
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return codeOf(error) === "EPERM"; // exists, but belongs to another user
+  }
+}

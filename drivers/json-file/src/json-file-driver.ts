@@ -1,0 +1,304 @@
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import {
+  CorruptDataError,
+  type DriverCapabilities,
+  type DriverContext,
+  type DriverDescription,
+  isLegacyData,
+  isWritableVersion,
+  parseStorageData,
+  type RestoreResult,
+  type StorageData,
+  type StorageDriver,
+  StorageUnavailableError,
+  type StoreReader,
+  TaskTable,
+  type WriteSet,
+} from "@taskstore/core";
+import { ensureDir, type FileIdentity, identityOf, resolveTarget, sameIdentity, writeFileAtomic } from "./atomic-file.js";
+import { defaultStorePath } from "./default-path.js";
+import { FileLock, readHolder } from "./file-lock.js";
+import { keepLegacy, moveAside, namesOf, removeLeftovers, type StoreNames } from "./side-files.js";
+import { StoreBytes } from "./store-bytes.js";
+import { emptyData, io, isUsable, parseStore } from "./store-format.js";
+
+export interface JSONFileStorageDriverOptions {
+  /** The store file. Default `~/.config/kilocode/tasks.json` (`$XDG_CONFIG_HOME`, `%APPDATA%` on Windows). */
+  path?: string;
+  /** How long `acquireLock()` waits before `LockTimeoutError`. Default 30,000 ms. */
+  lockTimeoutMs?: number;
+  /**
+   * A lock not refreshed for this long is taken over (a holder on another host, or one whose pid
+   * could not be checked). A holder on this host whose process is gone is reclaimed at once.
+   * Default 10,000 ms; at least 2,000.
+   */
+  staleMs?: number;
+  /** The automatic backup is refreshed before a write at most this often. Default 10 minutes; 0 = before every write. */
+  backupIntervalMs?: number;
+}
+
+interface Parsed {
+  identity: FileIdentity;
+  table: TaskTable;
+  bytes: StoreBytes;
+}
+
+interface Snapshot {
+  /** The file these bytes were read from or written to, as it was then. */
+  identity: FileIdentity;
+  bytes: Buffer;
+}
+
+/**
+ * The default driver: the whole store in one JSON file, a backup beside it, and a cross-process
+ * lock folder. Writes are atomic (temp file, fsync, rename, fsync of the folder), so a crash at
+ * any moment leaves a file that loads; the repository group-commits concurrent change sets into
+ * one lock, load, apply, save cycle.
+ */
+export class JSONFileStorageDriver implements StorageDriver {
+  readonly name = "json-file";
+  readonly capabilities: Partial<DriverCapabilities> = {
+    locking: true,
+    incremental: true,
+    backup: true,
+    restore: true,
+    persistent: true,
+    changeNotification: false,
+  };
+  /** The store file as configured (a symlink stays a symlink: writes go through to its target). */
+  readonly path: string;
+  readonly backupPath: string;
+  readonly lockPath: string;
+  private readonly names: StoreNames;
+  private readonly backupIntervalMs: number;
+  private readonly lock: FileLock;
+  private context: DriverContext | undefined;
+  /** The last text this instance read or wrote, to skip re-reading a file nobody changed since. */
+  private snapshot: Snapshot | undefined;
+  /** The store as parsed by the last `transact()`, owned by this driver alone, valid while the file is the one it wrote. */
+  private parsed: Parsed | undefined;
+  private wroteOnce = false;
+
+  constructor(options: string | JSONFileStorageDriverOptions = {}) {
+    const opts = typeof options === "string" ? { path: options } : options;
+    this.path = path.resolve(opts.path ?? defaultStorePath());
+    this.names = namesOf(this.path);
+    const { dir, stem, ext } = this.names;
+    this.backupPath = path.join(dir, `${stem}.backup${ext}`);
+    this.lockPath = path.join(dir, `.${stem}.lock`);
+    this.backupIntervalMs = opts.backupIntervalMs ?? 10 * 60_000;
+    this.lock = new FileLock({
+      file: this.path,
+      lockPath: this.lockPath,
+      timeoutMs: opts.lockTimeoutMs ?? 30_000,
+      staleMs: Math.max(opts.staleMs ?? 10_000, 2_000),
+      onCompromised: (error) => {
+        // proper-lockfile throws from a timer by default, which would kill the process.
+        const warning = new StorageUnavailableError(`json-file: the lock ${this.lockPath} was lost while held: ${error.message}`, {
+          cause: error,
+        });
+        if (this.context) this.context.warn(warning);
+        else process.emitWarning(warning);
+      },
+    });
+  }
+
+  attach(context: DriverContext): void {
+    this.context = context;
+  }
+
+  async initialize(): Promise<void> {
+    await io("prepare the folder", () => ensureDir(this.names.dir));
+    await removeLeftovers(this.path, this.lockPath);
+  }
+
+  async loadData(): Promise<StorageData> {
+    const snapshot = await this.read();
+    if (!snapshot) return emptyData();
+    return parseStore(snapshot.bytes, this.path);
+  }
+
+  async saveData(data: StorageData): Promise<void> {
+    await this.write(Buffer.from(JSON.stringify(data)));
+  }
+
+  /** Copies the store to `tasks.backup.json`. A store that is not JSON is never copied over a good backup. */
+  async backup(): Promise<void> {
+    const snapshot = await this.read();
+    const text = snapshot?.bytes ?? Buffer.from(JSON.stringify(emptyData()));
+    const parsed = parseStore(text, this.path);
+    if (!isUsable(parsed)) throw new CorruptDataError(`json-file: ${this.path} fails the schema; the backup was left as it was`);
+    if (Array.isArray(parsed)) await io("keep the legacy file", () => keepLegacy(this.names, text));
+    await io("write the backup", () => writeFileAtomic(this.backupPath, text));
+  }
+
+  async restore(): Promise<RestoreResult> {
+    let text: Buffer;
+    try {
+      text = await fs.readFile(this.backupPath);
+      if (!isUsable(parseStore(text, this.backupPath))) throw new Error(`${this.backupPath} fails the schema`);
+    } catch (error) {
+      if (error instanceof CorruptDataError) throw error;
+      throw new CorruptDataError(`json-file: there is no usable backup at ${this.backupPath}`, { cause: error });
+    }
+    this.refuseIfLockLost();
+    const target = await io("resolve the store path", () => resolveTarget(this.path));
+    let movedTo: string | undefined;
+    if (await identityOf(target)) movedTo = await io("move the store aside", () => moveAside(this.names, target));
+    const identity = await io("restore the backup", () => writeFileAtomic(target, text));
+    this.snapshot = { identity, bytes: text };
+    return { ...(movedTo ? { movedTo } : {}), restoredFrom: this.backupPath };
+  }
+
+  /**
+   * Applies a change set under the lock: the store as this instance last wrote it (parsed again
+   * only when another process wrote since), the write set applied, the whole file written
+   * atomically. The repository puts every change set waiting at that moment into one call, so
+   * concurrent operations share one write. Core validates each change; a store written by
+   * another process is checked against core's schema here, since no one else sees it on this path.
+   */
+  async transact(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> {
+    await this.acquireLock();
+    try {
+      // Taken out of the cache: it is put back only once the write succeeded, so a failure
+      // anywhere (a refused change set, a full disk) can never leave a half-applied table behind.
+      const { table, bytes, identity: loaded } = await this.takeTable();
+      const writes = await work(table.reader());
+      if (writes.puts.length === 0 && writes.logs.length === 0 && writes.deletes.length === 0 && !writes.version) {
+        if (loaded) this.parsed = { identity: loaded, table, bytes }; // unchanged: still the file's content
+        return;
+      }
+      bytes.forget(writes);
+      table.apply(writes);
+      const identity = await this.write(bytes.encode(table));
+      this.parsed = { identity, table, bytes };
+    } finally {
+      await this.releaseLock();
+    }
+  }
+
+  async acquireLock(): Promise<void> {
+    await io("take the lock", () => this.lock.acquire());
+  }
+
+  async releaseLock(): Promise<void> {
+    await this.lock.releaseLock();
+  }
+
+  async describe(): Promise<DriverDescription> {
+    const [main, backup, lockStat, holder] = await Promise.all([
+      fs.stat(this.path).catch(() => undefined),
+      fs.stat(this.backupPath).catch(() => undefined),
+      fs.stat(this.lockPath).catch(() => undefined),
+      readHolder(this.lockPath),
+    ]);
+    return {
+      driver: this.name,
+      location: this.path,
+      sizeBytes: main?.size ?? 0,
+      ...(backup ? { lastBackupAt: Math.round(backup.mtimeMs) } : {}),
+      lockHolder: holder
+        ? { pid: holder.pid, host: holder.host, since: holder.since }
+        : lockStat
+          ? { since: Math.round(lockStat.mtimeMs) }
+          : null,
+      backupLocation: this.backupPath,
+      lockLocation: this.lockPath,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.lock.releaseLock();
+    this.snapshot = undefined;
+    this.parsed = undefined;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  /** Another process may have written since the lock was lost: writing now could overwrite its changes. */
+  private refuseIfLockLost(): void {
+    if (this.lock.compromised) {
+      throw new StorageUnavailableError(`json-file: the lock ${this.lockPath} was lost; not writing over the store`);
+    }
+  }
+
+  private async write(bytes: Buffer): Promise<FileIdentity> {
+    this.refuseIfLockLost();
+    await this.autoBackup();
+    const target = await io("resolve the store path", () => resolveTarget(this.path));
+    const identity = await io("write the store", () => writeFileAtomic(target, bytes));
+    this.snapshot = { identity, bytes };
+    this.wroteOnce = true;
+    return identity;
+  }
+
+  /** The store as a table: this instance's own when the file is still the one it wrote, else parsed and checked. */
+  private async takeTable(): Promise<Omit<Parsed, "identity"> & { identity?: FileIdentity }> {
+    const cached = this.parsed;
+    this.parsed = undefined;
+    const identity = await io("read the store", () => identityOf(this.path));
+    if (cached && identity && sameIdentity(identity, cached.identity)) return cached;
+    const snapshot = await this.read();
+    if (!snapshot) return { table: new TaskTable(), bytes: new StoreBytes() };
+    return { table: this.tableOf(snapshot.bytes), bytes: new StoreBytes(), identity: snapshot.identity };
+  }
+
+  private tableOf(text: Buffer): TaskTable {
+    const raw = parseStore(text, this.path);
+    if (isLegacyData(raw)) throw new CorruptDataError(`json-file: ${this.path} is a legacy todo file; load the store to migrate it first`);
+    const version = (raw as { version?: unknown }).version;
+    // A newer major version is read as it is; core refuses to write it through the reader's version().
+    if (typeof version === "string" && !isWritableVersion(version) && Array.isArray(raw.tasks)) return TaskTable.fromData(raw);
+    try {
+      return TaskTable.fromData(parseStorageData(raw));
+    } catch (error) {
+      throw new CorruptDataError(`json-file: ${this.path} fails the schema; load the store to recover it: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** The store's bytes, or undefined when there is no file. Skips the read when the file is the one last seen. */
+  private async read(): Promise<Snapshot | undefined> {
+    return io("read the store", async () => {
+      const before = await identityOf(this.path);
+      if (!before) return undefined;
+      if (this.snapshot && sameIdentity(before, this.snapshot.identity)) return this.snapshot;
+      const handle = await fs.open(this.path, "r");
+      try {
+        const bytes = await handle.readFile();
+        const stat = await handle.stat({ bigint: true });
+        const identity = { ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs };
+        // Files are replaced, never changed in place, so what the handle read is what it identifies.
+        this.snapshot = { identity, bytes };
+        return this.snapshot;
+      } finally {
+        await handle.close();
+      }
+    });
+  }
+
+  /**
+   * Before overwriting a store, copy it to the backup: on this instance's first write, then at
+   * most every `backupIntervalMs` (the backup file's age decides, across processes). Only a store
+   * that parses is copied, so a broken file never replaces a good backup.
+   */
+  private async autoBackup(): Promise<void> {
+    if (this.wroteOnce) {
+      const stat = await fs.stat(this.backupPath).catch(() => undefined);
+      if (stat && Date.now() - stat.mtimeMs < this.backupIntervalMs) return;
+    }
+    const snapshot = await this.read();
+    if (!snapshot) return;
+    let parsed: unknown;
+    try {
+      parsed = parseStore(snapshot.bytes, this.path);
+    } catch {
+      return; // core restores or refuses an unreadable store before writing; nothing worth keeping
+    }
+    if (!isUsable(parsed)) return;
+    if (Array.isArray(parsed)) await io("keep the legacy file", () => keepLegacy(this.names, snapshot.bytes));
+    await io("write the backup", () => writeFileAtomic(this.backupPath, snapshot.bytes));
+  }
+}

@@ -1,0 +1,107 @@
+import { execFileSync } from "node:child_process";
+import { appendFile, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { EventBus, type TaskEvents, TaskManager, TaskRepository } from "@taskstore/core";
+import { afterEach, describe, expect, it } from "vitest";
+import { JSONFileStorageDriver } from "../src/index.js";
+import { tempDir } from "./helpers.js";
+
+// Real faults, injected from outside the process. These tests run as root here (CI too), and
+// root ignores permission bits, so the faults are ones that stop root as well: an immutable
+// folder (`chattr +i`) and a full file system (a small tmpfs). Without them the tests fail.
+
+let cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+  cleanups = [];
+});
+
+async function folder(): Promise<string> {
+  const made = await tempDir();
+  cleanups.push(made.cleanup);
+  return made.dir;
+}
+
+async function openManager(file: string) {
+  const repository = new TaskRepository({ driver: new JSONFileStorageDriver(file), retry: { initialDelayMs: 20, maxDelayMs: 100 } });
+  const manager = new TaskManager(new EventBus(), repository);
+  cleanups.push(() => manager.close().catch(() => undefined));
+  const errors: TaskEvents["persistence:error"][] = [];
+  const restored: TaskEvents["persistence:restored"][] = [];
+  manager.eventBus.on("persistence:error", (event) => errors.push(event));
+  manager.eventBus.on("persistence:restored", (event) => restored.push(event));
+  await manager.loadFromRepository();
+  return { manager, errors, restored };
+}
+
+/** Runs while the fault is on: operations succeed in memory, the error is emitted, nothing reaches the file. */
+async function duringFault(file: string, manager: TaskManager, errors: TaskEvents["persistence:error"][], existing: string) {
+  const before = await readFile(file, "utf8");
+  const id = await manager.create({ title: "made while storage fails" });
+  await manager.appendOutput(existing, "x".repeat(20_000));
+  await manager.update(existing, { title: "renamed while storage fails" });
+  expect(manager.findById(id)?.title).toBe("made while storage fails");
+  expect(manager.findById(existing)?.title).toBe("renamed while storage fails");
+  expect(errors.length).toBeGreaterThan(0);
+  expect(errors[0]?.error.code).toBe("STORAGE_UNAVAILABLE");
+  expect(errors[0]?.error.message).toMatch(/^json-file: /);
+  await expect(manager.flush()).rejects.toMatchObject({ code: "STORAGE_UNAVAILABLE" });
+  expect(await readFile(file, "utf8")).toBe(before);
+  const leftovers = (await readdir(path.dirname(file))).filter((name) => /\.(tmp|new|old)$/.test(name));
+  expect(leftovers).toEqual([]);
+  return id;
+}
+
+async function expectAllWritten(file: string, existing: string, created: string) {
+  const tasks = JSON.parse(await readFile(file, "utf8")).tasks as { id: string; title: string; logs: unknown[] }[];
+  expect(tasks.map((task) => task.id)).toEqual([existing, created]);
+  expect(tasks[0]?.title).toBe("renamed while storage fails");
+  expect(tasks[0]?.logs).toHaveLength(1);
+}
+
+describe("a save that fails", () => {
+  it("an immutable folder (EPERM): the manager works in memory, emits persistence:error, and writes everything once the folder is writable", async () => {
+    const dir = await folder();
+    const file = path.join(dir, "tasks.json");
+    const { manager, errors, restored } = await openManager(file);
+    const existing = await manager.create({ title: "stored before the fault" });
+    execFileSync("chattr", ["+i", dir]);
+    cleanups.push(async () => execFileSync("chattr", ["-i", dir]));
+    const created = await duringFault(file, manager, errors, existing);
+    execFileSync("chattr", ["-i", dir]);
+    await manager.flush();
+    expect(restored.length).toBeGreaterThan(0);
+    await expectAllWritten(file, existing, created);
+  });
+
+  it("a full file system (ENOSPC): no partial file is left, and everything is written once space is freed", async () => {
+    const dir = await folder();
+    const mount = path.join(dir, "small");
+    await mkdir(mount);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", mount]);
+    cleanups.push(async () => execFileSync("umount", [mount]));
+    const file = path.join(mount, "tasks.json");
+    const { manager, errors } = await openManager(file);
+    const existing = await manager.create({ title: "stored before the fault" });
+    const filler = path.join(mount, "filler");
+    await fill(filler);
+    const created = await duringFault(file, manager, errors, existing);
+    expect(errors.some((event) => (event.error.cause as { code?: string } | undefined)?.code === "ENOSPC")).toBe(true);
+    await rm(filler);
+    await manager.flush();
+    await expectAllWritten(file, existing, created);
+  });
+});
+
+/** Appends to `file` until the file system is full. */
+async function fill(file: string): Promise<void> {
+  const chunk = Buffer.alloc(4096, 1);
+  for (;;) {
+    try {
+      await appendFile(file, chunk);
+    } catch (error) {
+      if ((error as { code?: string }).code === "ENOSPC") return;
+      throw error;
+    }
+  }
+}

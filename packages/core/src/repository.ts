@@ -459,48 +459,53 @@ export class TaskRepository {
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
     }
-    this.worker = this.drain().finally(() => {
-      this.worker = undefined;
-    });
+    this.worker = this.drain();
   }
 
   /** Writes queued change sets in batches until the queue is empty or storage fails. */
   private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.slice(0, this.maxBatch);
-      for (const entry of batch) entry.outcome = undefined;
-      let failure: TaskStoreError | undefined;
-      try {
-        await this.initialize();
-        await this.serial(() => this.metricsState.time("save", () => this.writeBatch(batch)));
-      } catch (error) {
-        failure = toStoreError(error, `${driverName(this.driverInstance)}: write`);
-      }
-      if (failure && !isLogicalError(failure)) {
-        this.storageFailed(batch, failure);
-        return;
-      }
-      this.queue.splice(0, batch.length);
-      let restored = 0;
-      for (const entry of batch) {
-        const outcome = failure ? { error: failure } : entry.outcome;
-        if (!outcome) continue;
-        if ("error" in outcome) {
-          this.record(outcome.error, entry.operation);
-          if (entry.acknowledged) this.events.emit("persistence:conflict", { error: outcome.error, operation: entry.operation });
-          else entry.reject(outcome.error);
-        } else if (entry.acknowledged) {
-          restored++;
-        } else {
-          this.metricsState.record(kindOf(entry.changes), performance.now() - entry.enqueuedAt);
-          entry.resolve({ durable: true, report: outcome.report });
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.slice(0, this.maxBatch);
+        for (const entry of batch) entry.outcome = undefined;
+        let failure: TaskStoreError | undefined;
+        try {
+          await this.initialize();
+          await this.serial(() => this.metricsState.time("save", () => this.writeBatch(batch)));
+        } catch (error) {
+          failure = toStoreError(error, `${driverName(this.driverInstance)}: write`);
+        }
+        if (failure && !isLogicalError(failure)) {
+          this.storageFailed(batch, failure);
+          return;
+        }
+        this.queue.splice(0, batch.length);
+        let restored = 0;
+        for (const entry of batch) {
+          const outcome = failure ? { error: failure } : entry.outcome;
+          if (!outcome) continue;
+          if ("error" in outcome) {
+            this.record(outcome.error, entry.operation);
+            if (entry.acknowledged) this.events.emit("persistence:conflict", { error: outcome.error, operation: entry.operation });
+            else entry.reject(outcome.error);
+          } else if (entry.acknowledged) {
+            restored++;
+          } else {
+            this.metricsState.record(kindOf(entry.changes), performance.now() - entry.enqueuedAt);
+            entry.resolve({ durable: true, report: outcome.report });
+          }
+        }
+        if (restored > 0 && !this.queue.some((entry) => entry.acknowledged)) {
+          this.retryDelay = this.retryInitial;
+          this.lastWriteError = undefined;
+          this.events.emit("persistence:restored", { written: restored });
         }
       }
-      if (restored > 0 && !this.queue.some((entry) => entry.acknowledged)) {
-        this.retryDelay = this.retryInitial;
-        this.lastWriteError = undefined;
-        this.events.emit("persistence:restored", { written: restored });
-      }
+    } finally {
+      // Cleared in the same turn as the loop's last look at the queue, with no await between:
+      // a change set queued by a caller that the last resolve() woke finds no worker and
+      // starts one. (Clearing it in a later .finally() left such a change set stranded.)
+      this.worker = undefined;
     }
   }
 

@@ -8,13 +8,15 @@ cd "$(dirname "$0")/.."
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || apt_packages+=(postgresql-15)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${apt_packages[*]} from apt"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
 fi
-# The Debian redis-server package starts a system service on port 6379; tests never use it.
+# The Debian redis-server and postgresql packages may start system services on their default
+# ports; tests never use them (each test run starts its own servers on free loopback ports).
 
 if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version)" != "12.4.2" ]; then
   echo "setup: installing pnpm 12.4.2"

@@ -1,0 +1,2 @@
+export { StoreKeys, validatePrefix } from "./keys.js";
+export { RedisStorageDriver, type RedisStorageDriverOptions } from "./redis-driver.js";

@@ -1,0 +1,45 @@
+import { randomUUID } from "node:crypto";
+import type { ConformanceStore } from "@taskstore/conformance";
+import { RedisStorageDriver, type RedisStorageDriverOptions } from "@taskstore/driver-redis";
+import { Cluster, Redis } from "ioredis";
+
+/** Where a test's stores live: a single server's URL or a cluster's startup nodes. */
+export type Target = { url: string } | { nodes: { host: string; port: number }[] };
+
+export function uniquePrefix(name = "test"): string {
+  return `${name}-${randomUUID().slice(0, 8)}`;
+}
+
+/** A plain ioredis client on the target, for looking at keys from outside the driver. */
+export function rawClient(target: Target): Redis | Cluster {
+  return "url" in target ? new Redis(target.url) : new Cluster(target.nodes);
+}
+
+/** Deletes every key of a store (all its namespaces), scanning each master; never KEYS. */
+export async function deleteStore(target: Target, prefix: string): Promise<void> {
+  const client = rawClient(target);
+  try {
+    const nodes = client instanceof Cluster ? client.nodes("master") : [client];
+    for (const node of nodes) {
+      let cursor = "0";
+      do {
+        const [next, keys] = await node.scan(cursor, "MATCH", `{${prefix}}:*`, "COUNT", 1000);
+        cursor = next;
+        for (const key of keys) await client.del(key);
+      } while (cursor !== "0");
+    }
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** `setup()` for the conformance suite: a fresh prefix per test, deleted afterwards. */
+export function conformanceSetup(target: Target, options: Partial<RedisStorageDriverOptions> = {}): () => Promise<ConformanceStore> {
+  return async () => {
+    const prefix = uniquePrefix("conformance");
+    return {
+      open: async () => new RedisStorageDriver({ ...target, prefix, lockTimeoutMs: 5_000, ...options }),
+      teardown: () => deleteStore(target, prefix),
+    };
+  };
+}

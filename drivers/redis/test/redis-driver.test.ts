@@ -1,0 +1,258 @@
+import { EventBus, type StoredTask, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
+import { RedisStorageDriver } from "@taskstore/driver-redis";
+import { startRedis } from "@taskstore/test-services";
+import { Redis } from "ioredis";
+import { afterAll, describe, expect, it } from "vitest";
+import { deleteStore, uniquePrefix } from "./helpers.js";
+
+const server = await startRedis();
+const target = { url: server.url };
+const raw = new Redis(server.url);
+afterAll(async () => {
+  raw.disconnect();
+  await server.stop();
+});
+
+function task(id: string, title = `task ${id}`): StoredTask {
+  const now = Date.now();
+  return { id, title, status: "pending", progress: { percent: 0 }, metadata: {}, createdAt: now, updatedAt: now, children: [], logs: [] };
+}
+
+async function keysOf(prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await raw.scan(cursor, "MATCH", `{${prefix}}:*`, "COUNT", 1000);
+    cursor = next;
+    found.push(...keys);
+  } while (cursor !== "0");
+  return found.sort();
+}
+
+async function open(prefix: string, options = {}): Promise<RedisStorageDriver> {
+  const driver = new RedisStorageDriver({ ...target, prefix, ...options });
+  await driver.initialize();
+  return driver;
+}
+
+describe("RedisStorageDriver key layout", () => {
+  it("keeps one key per task, a log list, an id index and a meta hash, all under the hash tag {prefix}", async () => {
+    const prefix = uniquePrefix();
+    const repository = new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) });
+    const manager = new TaskManager(new EventBus(), repository);
+    await manager.loadFromRepository();
+    const id = await manager.create({ title: "layout" });
+    await manager.appendOutput(id, "hello");
+    await manager.close();
+    expect(await keysOf(prefix)).toEqual(
+      [
+        `{${prefix}}:main:ids`,
+        `{${prefix}}:main:l:${id}`,
+        `{${prefix}}:main:meta`,
+        `{${prefix}}:main:seq`,
+        `{${prefix}}:main:t:${id}`,
+        `{${prefix}}:rev`,
+      ].sort(),
+    );
+    expect(JSON.parse((await raw.get(`{${prefix}}:main:t:${id}`)) as string)).toMatchObject({ id, title: "layout" });
+    expect(await raw.type(`{${prefix}}:main:l:${id}`)).toBe("list");
+    expect(await raw.hget(`{${prefix}}:main:meta`, "version")).toBe("1.0.0");
+    await deleteStore(target, prefix);
+  });
+
+  it("refuses prefixes that could leave the hash tag or reach another store's keys", () => {
+    for (const prefix of ["", "a}b", "a{b", "a b", "a*", "x".repeat(201), "tab\t"]) {
+      expect(() => new RedisStorageDriver({ ...target, prefix }), prefix).toThrow(expect.objectContaining({ code: "VALIDATION" }));
+    }
+  });
+
+  it("stores whose prefixes nest (a, a:b, a:main) never see each other's tasks", async () => {
+    const base = uniquePrefix();
+    const prefixes = [base, `${base}:b`, `${base}:main`, `${base}:main:t`];
+    for (const prefix of prefixes) {
+      const driver = await open(prefix);
+      await driver.saveData({
+        version: "1.0.0",
+        tasks: [task("b"), task(`only-${prefixes.indexOf(prefix)}`)],
+        metadata: { lastUpdated: 1, totalTasks: 2 },
+      });
+      await driver.close();
+    }
+    for (const prefix of prefixes) {
+      const driver = await open(prefix);
+      const ids = (await driver.loadData()).tasks.map((t) => t.id);
+      expect(ids).toEqual(["b", `only-${prefixes.indexOf(prefix)}`]);
+      await driver.close();
+      await deleteStore(target, prefix);
+    }
+  });
+
+  it("a task key that is not JSON makes loadData() throw CORRUPT_DATA", async () => {
+    const prefix = uniquePrefix();
+    const driver = await open(prefix);
+    await driver.saveData({ version: "1.0.0", tasks: [task("a")], metadata: { lastUpdated: 1, totalTasks: 1 } });
+    await raw.set(`{${prefix}}:main:t:a`, "{not json");
+    await expect(driver.loadData()).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "CORRUPT_DATA"));
+    await driver.close();
+    await deleteStore(target, prefix);
+  });
+
+  it("backup() copies the store under {prefix}:backup and restore() moves the live store aside, deleting nothing", async () => {
+    const prefix = uniquePrefix();
+    const driver = await open(prefix);
+    await driver.saveData({ version: "1.0.0", tasks: [task("kept")], metadata: { lastUpdated: 1, totalTasks: 1 } });
+    await driver.backup();
+    await driver.saveData({ version: "1.0.0", tasks: [task("later")], metadata: { lastUpdated: 2, totalTasks: 1 } });
+    expect(await raw.get(`{${prefix}}:backup:t:kept`)).not.toBeNull();
+    const result = await driver.restore();
+    expect(result.restoredFrom).toBe(`redis:{${prefix}}:backup:*`);
+    expect(result.movedTo).toMatch(new RegExp(`^redis:\\{${prefix}\\}:aside:\\d{8}T\\d{9}Z-[0-9a-f]{8}:\\*$`));
+    expect((await driver.loadData()).tasks.map((t) => t.id)).toEqual(["kept"]);
+    const asideBase = (result.movedTo as string).slice("redis:".length, -1);
+    expect(JSON.parse((await raw.get(`${asideBase}t:later`)) as string)).toMatchObject({ id: "later" });
+    expect(await raw.get(`{${prefix}}:backup:t:kept`)).not.toBeNull();
+    expect((await driver.describe()).lastBackupAt).toBeGreaterThan(0);
+    await driver.close();
+    await deleteStore(target, prefix);
+  });
+
+  it("never sends KEYS: loading, saving, transactions, backup and restore use the id index", async () => {
+    const prefix = uniquePrefix();
+    const seen: string[] = [];
+    const monitor = await raw.monitor();
+    monitor.on("monitor", (_time: string, args: string[]) => seen.push(String(args[0]).toUpperCase()));
+    const repository = new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) });
+    const manager = new TaskManager(new EventBus(), repository);
+    await manager.loadFromRepository();
+    const id = await manager.create({ title: "scan me" });
+    await manager.appendOutput(id, "line");
+    await repository.backup();
+    await repository.restore();
+    await repository.loadAll();
+    await manager.close();
+    monitor.disconnect();
+    expect(seen).toContain("EVALSHA");
+    expect(seen).not.toContain("KEYS");
+    await deleteStore(target, prefix);
+  });
+});
+
+describe("RedisStorageDriver lock", () => {
+  it("releaseLock() of an instance whose lock expired leaves the new holder's lock in place", async () => {
+    const prefix = uniquePrefix();
+    const first = await open(prefix);
+    const second = await open(prefix, { lockTimeoutMs: 2_000 });
+    await first.acquireLock();
+    await raw.del(`{${prefix}}:lock`); // the lock expired (a long pause)
+    await second.acquireLock();
+    await first.releaseLock();
+    expect(JSON.parse((await raw.get(`{${prefix}}:lock`)) as string)).toMatchObject({ pid: process.pid });
+    await expect(open(prefix, { lockTimeoutMs: 200 }).then((third) => third.acquireLock().finally(() => third.close()))).rejects.toSatisfy(
+      (error) => TaskStoreError.hasCode(error, "LOCK_TIMEOUT"),
+    );
+    await second.releaseLock();
+    expect(await raw.get(`{${prefix}}:lock`)).toBeNull();
+    await Promise.all([first.close(), second.close()]);
+  });
+
+  it("is renewed while held, so it outlives its ttl; a holder that stops renewing loses it after the ttl", async () => {
+    const prefix = uniquePrefix();
+    const holder = await open(prefix, { lockTtlMs: 300 });
+    await holder.acquireLock();
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    expect(await raw.pttl(`{${prefix}}:lock`)).toBeGreaterThan(0);
+    const waiter = await open(prefix, { lockTimeoutMs: 5_000 });
+    await expect(open(prefix, { lockTimeoutMs: 100 }).then((third) => third.acquireLock().finally(() => third.close()))).rejects.toSatisfy(
+      (error) => TaskStoreError.hasCode(error, "LOCK_TIMEOUT"),
+    );
+    // A crash: the holder's client vanishes without releasing; renewal stops with it.
+    holder.redis.disconnect();
+    await waiter.acquireLock();
+    await Promise.all([waiter.close(), holder.close()]);
+  });
+
+  it("a transaction waits while another instance holds the store lock", async () => {
+    const prefix = uniquePrefix();
+    const holder = await open(prefix);
+    await holder.acquireLock();
+    const repository = new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) });
+    let saved = false;
+    const saving = repository.save(task("waits")).then(() => {
+      saved = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(saved).toBe(false);
+    await holder.releaseLock();
+    await saving;
+    expect((await repository.loadAll()).map((t) => t.id)).toEqual(["waits"]);
+    await Promise.all([repository.close(), holder.close()]);
+    await deleteStore(target, prefix);
+  });
+});
+
+describe("RedisStorageDriver clients and notifications", () => {
+  it("close() leaves a caller's client open", async () => {
+    const client = new Redis(server.url);
+    const driver = new RedisStorageDriver({ client, prefix: uniquePrefix() });
+    await driver.initialize();
+    await driver.loadData();
+    await driver.close();
+    expect(await client.ping()).toBe("PONG");
+    client.disconnect();
+  });
+
+  it("watch() reports commits of other instances and not the watcher's own", async () => {
+    const prefix = uniquePrefix();
+    const watcher = await open(prefix);
+    let calls = 0;
+    const stop = watcher.watch(() => calls++);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the subscription is made
+    const own = new TaskRepository({ driver: watcher });
+    await own.save(task("own"));
+    const other = new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) });
+    await other.save(task("other"));
+    await vi_eventually(() => calls === 1);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(calls).toBe(1);
+    stop();
+    await Promise.all([own.close(), other.close()]);
+    await deleteStore(target, prefix);
+  });
+
+  it("a TaskManager follows another process's changes through watch()", async () => {
+    const prefix = uniquePrefix();
+    const follower = new TaskManager(new EventBus(), new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) }));
+    await follower.loadFromRepository();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const writer = new TaskManager(new EventBus(), new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) }));
+    await writer.loadFromRepository();
+    const id = await writer.create({ title: "seen elsewhere" });
+    await vi_eventually(() => follower.findById(id)?.title === "seen elsewhere");
+    await Promise.all([follower.close(), writer.close()]);
+    await deleteStore(target, prefix);
+  });
+});
+
+describe("RedisStorageDriver when the server goes away", () => {
+  it("fails fast with STORAGE_UNAVAILABLE while the server is down and reconnects once it is back", async () => {
+    const own = await startRedis({ dedicated: true, appendonly: true });
+    const driver = new RedisStorageDriver({ url: own.url, prefix: uniquePrefix() });
+    await driver.initialize();
+    await driver.saveData({ version: "1.0.0", tasks: [task("before")], metadata: { lastUpdated: 1, totalTasks: 1 } });
+    await own.kill();
+    await expect(driver.loadData()).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE"));
+    await expect(driver.acquireLock()).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE"));
+    await own.restart();
+    await vi_eventually(async () => (await driver.loadData().catch(() => undefined))?.tasks.length === 1);
+    await driver.close();
+    await own.stop();
+  });
+});
+
+async function vi_eventually(check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("condition not reached in time");
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

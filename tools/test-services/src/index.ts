@@ -1,0 +1,5 @@
+export { dockerReachable } from "./docker.js";
+export { ServiceUnavailableError } from "./errors.js";
+export * from "./postgres.js";
+export { freePort } from "./processes.js";
+export { type RedisCluster, type RedisServer, type StartRedisOptions, startRedis, startRedisCluster } from "./redis.js";

@@ -1,0 +1,95 @@
+import { StorageUnavailableError } from "@taskstore/core";
+import type { Notification, Pool, PoolClient } from "pg";
+
+/**
+ * LISTENs on the store's channel on a connection of its own and calls `onChange` for every
+ * notification another driver instance sent. The connection is re-made with backoff when it is
+ * lost (a server restart); after each reconnection `onChange` is called once, because changes
+ * made while it was away were not heard.
+ */
+export class Notifier {
+  private client: PoolClient | undefined;
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+  private delay = 100;
+  private connected = false;
+
+  constructor(
+    private readonly pool: Pool,
+    /** The channel, quoted as an identifier for LISTEN. */
+    private readonly channel: string,
+    /** This instance's id: notifications carrying it are our own writes. */
+    private readonly self: string,
+    private readonly onChange: () => void,
+    private readonly warn: (error: Error) => void,
+  ) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    void this.connect(false);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const client = this.client;
+    this.client = undefined;
+    if (!client) return;
+    client.removeAllListeners("notification");
+    client.removeAllListeners("error");
+    client.on("error", () => undefined);
+    try {
+      await client.query(`UNLISTEN ${this.channel}`);
+      client.release();
+    } catch {
+      client.release(true);
+    }
+  }
+
+  private async connect(reconnecting: boolean): Promise<void> {
+    let client: PoolClient | undefined;
+    try {
+      client = await this.pool.connect();
+      client.on("error", (error) => this.lost(client as PoolClient, error));
+      client.on("notification", (message: Notification) => {
+        if (message.payload !== this.self) this.onChange();
+      });
+      await client.query(`LISTEN ${this.channel}`);
+    } catch (error) {
+      client?.release(true);
+      if (this.running) this.retry(error);
+      return;
+    }
+    if (!this.running) {
+      client.release(true);
+      return;
+    }
+    this.client = client;
+    this.connected = true;
+    this.delay = 100;
+    if (reconnecting) this.onChange();
+  }
+
+  private lost(client: PoolClient, error: Error): void {
+    if (this.client !== client) return;
+    this.client = undefined;
+    client.removeAllListeners("notification");
+    client.release(true);
+    if (this.running) this.retry(error);
+  }
+
+  private retry(error: unknown): void {
+    if (this.connected) {
+      this.connected = false;
+      this.warn(new StorageUnavailableError("postgres: the change-notification connection was lost; reconnecting", { cause: error }));
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.connect(true);
+    }, this.delay);
+    this.timer.unref();
+    this.delay = Math.min(this.delay * 2, 5_000);
+  }
+}

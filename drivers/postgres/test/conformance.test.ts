@@ -1,0 +1,18 @@
+import { describeStorageDriver } from "@taskstore/conformance";
+import { type PostgresServer, startPostgres } from "@taskstore/test-services";
+import { afterAll, beforeAll } from "vitest";
+import { driverOn, dropStore, freshSchema } from "./helpers.js";
+
+let server: PostgresServer;
+beforeAll(async () => {
+  server = await startPostgres();
+});
+afterAll(() => server?.stop());
+
+describeStorageDriver({
+  name: "postgres",
+  setup: async () => {
+    const schema = freshSchema();
+    return { open: async () => driverOn(server.url, schema), teardown: () => dropStore(server.url, schema) };
+  },
+});

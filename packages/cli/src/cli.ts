@@ -1,0 +1,193 @@
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { type Command, type Context, durationArg, type OptionSpec, type ParsedArgs } from "./command.js";
+import { copy } from "./commands/copy.js";
+import { log } from "./commands/log.js";
+import { backup, diagnose, migrate, restore } from "./commands/store.js";
+import { add, assign, cancel, complete, fail, link, list, pause, progress, resume, retry, rm, show, start } from "./commands/tasks.js";
+import { EXIT_CODES, reportError } from "./exit-codes.js";
+import { UsageError } from "./usage-error.js";
+
+/** Every verb, in the order the help lists them. */
+export const COMMANDS: Command[] = [
+  add,
+  list,
+  show,
+  start,
+  pause,
+  resume,
+  complete,
+  fail,
+  cancel,
+  retry,
+  progress,
+  log,
+  link,
+  assign,
+  rm,
+  backup,
+  restore,
+  migrate,
+  copy,
+  diagnose,
+];
+
+const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
+  store: { type: "string", value: "URL", description: "the store (default: $TASKSTORE_URL, else the JSON file)" },
+  json: { type: "boolean", description: "machine-readable output on stdout (and errors as JSON on stderr)" },
+  "lock-timeout": {
+    type: "string",
+    value: "DURATION",
+    description: "how long to wait for the store's lock (default $TASKSTORE_LOCK_TIMEOUT, else 30s)",
+  },
+  help: { type: "boolean", short: "h", description: "help (for a verb: taskstore <verb> --help)" },
+  version: { type: "boolean", short: "V", description: "the version" },
+};
+
+export interface MainIO {
+  stdout: Context["stdout"];
+  stderr: Context["stderr"];
+  env: NodeJS.ProcessEnv;
+  /** Resolves on SIGINT/SIGTERM. */
+  interrupted: Promise<void>;
+}
+
+/** Runs one command line; resolves with the exit code. Never throws. */
+export async function main(argv: string[], io: MainIO): Promise<number> {
+  let json = argv.includes("--json");
+  try {
+    const verbAt = findVerb(argv);
+    const verbName = verbAt === -1 ? undefined : argv[verbAt];
+    const rest = verbAt === -1 ? argv : [...argv.slice(0, verbAt), ...argv.slice(verbAt + 1)];
+    const command = verbName === undefined ? undefined : COMMANDS.find((c) => c.name === verbName);
+    if (verbName !== undefined && !command) {
+      throw new UsageError(`unknown verb "${verbName}"; the verbs are: ${COMMANDS.map((c) => c.name).join(", ")}`);
+    }
+    const args = parse(rest, command);
+    json = args.values.json === true;
+    if (args.values.version === true) {
+      io.stdout.write(`${version()}\n`);
+      return EXIT_CODES.OK;
+    }
+    if (args.values.help === true || !command) {
+      if (!command && args.values.help !== true) {
+        if (rest.length > 0) throw new UsageError("no verb given");
+        io.stderr.write(topHelp());
+        return EXIT_CODES.USAGE;
+      }
+      io.stdout.write(command ? verbHelp(command) : topHelp());
+      return EXIT_CODES.OK;
+    }
+    const { min, max } = command.positionals;
+    if (args.positionals.length < min) throw new UsageError(`missing arguments: taskstore ${command.usage}`, command.name);
+    if (args.positionals.length > max) {
+      throw new UsageError(
+        `too many arguments (${args.positionals.map((p) => JSON.stringify(p)).join(" ")}): taskstore ${command.usage}`,
+        command.name,
+      );
+    }
+    const storeFlag = typeof args.values.store === "string" ? args.values.store : undefined;
+    const lockRaw =
+      typeof args.values["lock-timeout"] === "string" ? args.values["lock-timeout"] : io.env.TASKSTORE_LOCK_TIMEOUT || undefined;
+    const ctx: Context = {
+      storeUrl: storeFlag ?? (io.env.TASKSTORE_URL || undefined),
+      json,
+      lockTimeoutMs: durationArg(lockRaw, "--lock-timeout", command.name),
+      stdout: io.stdout,
+      stderr: io.stderr,
+      interrupted: io.interrupted,
+    };
+    await command.run(ctx, args);
+    return EXIT_CODES.OK;
+  } catch (error) {
+    const report = reportError(error);
+    const verb = (error as { verb?: unknown }).verb;
+    const hint = report.code === "USAGE" ? ` (see taskstore ${typeof verb === "string" ? `${verb} ` : ""}--help)` : "";
+    if (json) io.stderr.write(`${JSON.stringify({ error: { code: report.code, exitCode: report.exitCode, message: report.message } })}\n`);
+    else io.stderr.write(`taskstore: ${report.message}${hint}\n`);
+    return report.exitCode;
+  }
+}
+
+/** The index of the verb: the first argument that is neither an option nor a global option's value. */
+function findVerb(argv: string[]): number {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === "--") return i + 1 < argv.length ? i + 1 : -1;
+    if (arg === "--store" || arg === "--lock-timeout") {
+      i++;
+      continue;
+    }
+    if (arg.startsWith("-")) continue;
+    return i;
+  }
+  return -1;
+}
+
+function parse(args: string[], command: Command | undefined): ParsedArgs {
+  const options = { ...GLOBAL_OPTIONS, ...(command?.options ?? {}) };
+  const config: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = {};
+  for (const [name, spec] of Object.entries(options)) {
+    config[name] = { type: spec.type, ...(spec.short ? { short: spec.short } : {}), ...(spec.multiple ? { multiple: true } : {}) };
+  }
+  try {
+    const { values, positionals } = parseArgs({ args, options: config, allowPositionals: true, strict: true });
+    return { values: values as ParsedArgs["values"], positionals };
+  } catch (error) {
+    // parseArgs' messages are clear but long; keep their first sentence.
+    const message = (error as Error).message.split(". ")[0] as string;
+    throw new UsageError(message.replace(/^Unknown option/, "unknown option"), command?.name);
+  }
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+function optionLines(options: Record<string, OptionSpec>): string[] {
+  const entries = Object.entries(options).map(([name, spec]) => {
+    const flag = `${spec.short ? `-${spec.short}, ` : "    "}--${name}${spec.value ? ` ${spec.value}` : ""}`;
+    return [flag, spec.description] as const;
+  });
+  const width = Math.max(0, ...entries.map(([flag]) => flag.length));
+  return entries.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`);
+}
+
+export function verbHelp(command: Command): string {
+  const lines = [`Usage: taskstore ${command.usage}`, "", `${command.summary}.`];
+  if (command.details) lines.push("", command.details);
+  if (Object.keys(command.options).length > 0) lines.push("", "Options:", ...optionLines(command.options));
+  lines.push("", "Global options:", ...optionLines(GLOBAL_OPTIONS), "");
+  return lines.join("\n");
+}
+
+export function topHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    "Usage: taskstore [--store URL] [--json] <verb> [arguments] [options]",
+    "",
+    "The durable task store of a coding agent, from the shell.",
+    "",
+    "Verbs:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Global options:",
+    ...optionLines(GLOBAL_OPTIONS),
+    "",
+    "Stores (--store URL or TASKSTORE_URL; default: the JSON file ~/.config/kilocode/tasks.json):",
+    "  file:/path/tasks.json  (or file:~/..., file:./..., file:///..., or a bare path)   @taskstore/driver-json-file",
+    "  sqlite:/path/tasks.db                                                           @taskstore/driver-sqlite",
+    "  redis://[user:password@]host[:port][/db][?prefix=name]  (rediss:// for TLS)      @taskstore/driver-redis",
+    "  s3://bucket[/prefix][?endpoint=URL&region=R&forcePathStyle=true]  (keys: AWS_*)  @taskstore/driver-s3",
+    "  postgres://user[:password]@host[:port]/db[?schema=name]  (postgresql: too)      @taskstore/driver-postgres",
+    "",
+    "Exit codes: 0 ok, 1 unexpected, 2 usage or invalid input, 3 not found, 4 invalid transition or cycle,",
+    "  5 lock timeout, 6 corrupt store (no usable backup), 7 storage unavailable (nothing written),",
+    "  8 driver package not installed, 9 store written by a newer major version, 10 conflict,",
+    "  11 not supported by the driver, 12 copy target not empty.",
+    "",
+    'Start: taskstore add "My first task" && taskstore list',
+    "",
+  ].join("\n");
+}

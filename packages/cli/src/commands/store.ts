@@ -1,0 +1,157 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { type Diagnostics, isLegacyData, migrateLegacy } from "@taskstore/core";
+import { type Command, output, stringArg, withStore } from "../command.js";
+import { formatBytes, formatTime } from "../render.js";
+import { redactText } from "../store-url.js";
+import { UsageError } from "../usage-error.js";
+
+export const backup: Command = {
+  name: "backup",
+  summary: "make a restorable copy of the store",
+  usage: "backup",
+  details:
+    'Where the copy goes is the driver\'s choice (json-file: tasks.backup.json beside the store). --json prints { "backedUpAt", "location" }.',
+  options: {},
+  positionals: { min: 0, max: 0 },
+  async run(ctx) {
+    const result = await withStore(ctx, async (store) => {
+      await store.repository.backup();
+      const description = await store.driver.describe?.();
+      const location = typeof description?.backupLocation === "string" ? description.backupLocation : undefined;
+      return { backedUpAt: Date.now(), ...(location ? { location: redactText(location) } : {}), store: store.display };
+    });
+    output(ctx, `backed up ${result.store}${result.location ? ` to ${result.location}` : ""}`, result);
+  },
+};
+
+export const restore: Command = {
+  name: "restore",
+  summary: "put the last backup in place of the store (the current store is moved aside, never deleted)",
+  usage: "restore",
+  details:
+    'Needs a driver that can restore (exit 11 otherwise); no usable backup is exit 6 and leaves the store as it was.\n--json prints { "restoredFrom", "movedTo" }.',
+  options: {},
+  positionals: { min: 0, max: 0 },
+  async run(ctx) {
+    const result = await withStore(ctx, (store) => store.repository.restore());
+    const aside = result.movedTo ? `; the replaced store is kept as ${result.movedTo}` : "";
+    output(ctx, `restored from ${redactText(result.restoredFrom)}${aside}`, result);
+  },
+};
+
+export const migrate: Command = {
+  name: "migrate",
+  summary: "convert a legacy todo store ([{ text, completed }]) in place, or import a legacy file (--from)",
+  usage: "migrate [--from LEGACY.json]",
+  details: `Without --from: converts the store itself when it is in the legacy format (the original is kept
+as a backup; json-file also keeps tasks.legacy.json). A store already current is left alone.
+With --from: adds the legacy file's todos to the store as new tasks; the file is not changed.
+Completed todos become completed tasks at 100%, the others pending at 0%.
+--json prints { "migrated": N, "from"? }.`,
+  options: { from: { type: "string", value: "FILE", description: "a legacy todo file to import" } },
+  positionals: { min: 0, max: 0 },
+  async run(ctx, args) {
+    const from = stringArg(args, "from");
+    if (from === undefined) {
+      const { migrated } = await withStore(ctx, (store) => store.repository.migrateFromLegacy());
+      output(ctx, migrated === 0 ? "the store is not in the legacy format: nothing to migrate" : `migrated ${migrated} legacy todos`, {
+        migrated,
+      });
+      return;
+    }
+    const file = path.resolve(from);
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (error) {
+      throw new UsageError(`cannot read ${file}: ${(error as Error).message}`, "migrate");
+    }
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (error) {
+      throw new UsageError(`${file} is not JSON: ${(error as Error).message}`, "migrate");
+    }
+    if (!isLegacyData(data)) throw new UsageError(`${file} is not a legacy todo file (a JSON array of { "text", "completed" })`, "migrate");
+    const { tasks } = migrateLegacy(data);
+    await withStore(ctx, async (store) => {
+      if (tasks.length > 0) await store.repository.saveMany(tasks);
+    });
+    output(ctx, `imported ${tasks.length} legacy todos from ${file}`, { migrated: tasks.length, from: file });
+  },
+};
+
+export const diagnose: Command = {
+  name: "diagnose",
+  summary: "what the store is and how it is doing (--persistence)",
+  usage: "diagnose [--persistence]",
+  details: `Prints the store, driver and capabilities, location and size, last backup, schema version,
+task count, who holds the lock (pid and host for json-file), and the errors met while reading it.
+Credentials never appear. Exit 0 whenever the report could be made, even for a broken store:
+read "recentErrors". --json prints the report as one object (see the README).`,
+  options: { persistence: { type: "boolean", description: "the persistence report (the default, and today the only one)" } },
+  positionals: { min: 0, max: 0 },
+  async run(ctx) {
+    const report = await withStore(ctx, async (store) => {
+      const diagnostics = await store.repository.diagnose();
+      return redactDeep({ store: store.display, ...diagnostics }) as { store: string } & Diagnostics;
+    });
+    const d = report.description;
+    const caps = Object.entries(report.capabilities);
+    const holder = d?.lockHolder;
+    const rows: [string, string][] = [
+      ["store", report.store],
+      ["driver", report.driver],
+      [
+        "capabilities",
+        `${
+          caps
+            .filter(([, on]) => on)
+            .map(([name]) => name)
+            .join(", ") || "none"
+        }`,
+      ],
+      ["location", typeof d?.location === "string" ? d.location : "(not reported)"],
+      ["size", d?.sizeBytes !== undefined ? formatBytes(d.sizeBytes) : "(not reported)"],
+      ["last backup", lastBackup(report)],
+      ["schema version", report.schemaVersion ?? "(unknown: the store could not be read)"],
+      ["tasks", report.taskCount !== undefined ? String(report.taskCount) : "(unknown)"],
+      [
+        "lock",
+        holder
+          ? `held${holder.pid !== undefined ? ` by pid ${holder.pid}` : ""}${holder.host ? ` on ${holder.host}` : ""}${holder.since ? ` since ${formatTime(holder.since)}` : ""}`
+          : holder === null
+            ? "free"
+            : "(not reported)",
+      ],
+      ["pending changes", String(report.metrics.pendingChanges)],
+    ];
+    const width = Math.max(...rows.map(([key]) => key.length));
+    const lines = rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`);
+    const errors = report.metrics.recentErrors;
+    lines.push(`${"recent errors".padEnd(width)}  ${errors.length === 0 ? "none" : ""}`);
+    for (const error of errors)
+      lines.push(`  ${formatTime(error.at)} ${error.code} (${error.operation}): ${error.message.replace(/\s*\n\s*/g, " ")}`);
+    output(ctx, lines.join("\n"), report);
+  },
+};
+
+function lastBackup(report: Diagnostics): string {
+  if (!report.capabilities.backup) return "(backups not supported)";
+  const at = report.description?.lastBackupAt ?? report.metrics.lastBackupAt;
+  if (at !== undefined) return formatTime(at);
+  return report.description ? "never" : "(unknown: the store could not be reached)";
+}
+
+/** Every string in the report, with URL passwords masked: drivers and errors may quote a URL. */
+function redactDeep(value: unknown): unknown {
+  if (typeof value === "string") return redactText(value);
+  if (Array.isArray(value)) return value.map(redactDeep);
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [key, /password|secret|token/i.test(key) ? "***" : redactDeep(item)]),
+    );
+  }
+  return value;
+}

@@ -1,0 +1,132 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const PACKAGE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const BIN = path.join(PACKAGE_DIR, "dist", "bin.js");
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A temp folder that is HOME and XDG_CONFIG_HOME for the binary, so no test touches the real default store. */
+export async function makeHome(): Promise<{ dir: string; env: NodeJS.ProcessEnv; cleanup(): Promise<void> }> {
+  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: build the CLI first (pnpm --filter @taskstore/cli build)`);
+  const dir = await mkdtemp(path.join(tmpdir(), "taskstore-cli-"));
+  const env: NodeJS.ProcessEnv = { ...process.env, HOME: dir, XDG_CONFIG_HOME: path.join(dir, "config") };
+  delete env.TASKSTORE_URL;
+  delete env.TASKSTORE_LOCK_TIMEOUT;
+  // pnpm's bin wrappers set NODE_PATH to the whole workspace's packages; a user's shell has none.
+  delete env.NODE_PATH;
+  return { dir, env, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Runs the built `taskstore` binary as a child process. */
+export function run(args: string[], options: { env: NodeJS.ProcessEnv; cwd?: string; bin?: string }): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [options.bin ?? BIN, ...args],
+      { env: options.env, cwd: options.cwd ?? options.env.HOME, timeout: 30_000, maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error && typeof error.code !== "number") {
+          reject(error);
+          return;
+        }
+        resolve({ code: typeof error?.code === "number" ? error.code : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** Runs and expects exit 0; returns stdout. */
+export async function ok(args: string[], options: { env: NodeJS.ProcessEnv; cwd?: string }): Promise<string> {
+  const result = await run(args, options);
+  if (result.code !== 0) throw new Error(`taskstore ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** Runs with --json and parses stdout. */
+export async function json<T = Record<string, unknown>>(args: string[], options: { env: NodeJS.ProcessEnv; cwd?: string }): Promise<T> {
+  return JSON.parse(await ok([...args, "--json"], options)) as T;
+}
+
+/** A loopback port nothing listens on (it was free a moment ago). */
+export function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Spawns a long-running process and collects its output; `waitFor` resolves when stdout matches. */
+export function start(args: string[], options: { env: NodeJS.ProcessEnv; node?: boolean }) {
+  const child: ChildProcess = spawn(process.execPath, options.node ? args : [BIN, ...args], {
+    env: options.env,
+    cwd: options.env.HOME,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  const waiters: { pattern: RegExp; resolve(): void }[] = [];
+  child.stdout?.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString();
+    for (const waiter of [...waiters]) {
+      if (waiter.pattern.test(stdout)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    exited,
+    get stdout() {
+      return stdout;
+    },
+    get stderr() {
+      return stderr;
+    },
+    waitFor(pattern: RegExp, ms = 20_000): Promise<void> {
+      if (pattern.test(stdout)) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`no ${pattern} in stdout after ${ms} ms; stdout: ${stdout}; stderr: ${stderr}`)),
+          ms,
+        );
+        waiters.push({
+          pattern,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+      });
+    },
+  };
+}
+
+/** What `diagnose --json` prints (the fields the tests read). */
+export interface DiagnoseReport {
+  store: string;
+  driver: string;
+  capabilities: Record<string, boolean>;
+  description: { location?: string; sizeBytes?: number; lastBackupAt?: number; lockHolder?: unknown; [key: string]: unknown };
+  schemaVersion?: string;
+  taskCount?: number;
+  metrics: { recentErrors: unknown[]; pendingChanges: number };
+}

@@ -3,3 +3,4 @@ export { ServiceUnavailableError } from "./errors.js";
 export * from "./postgres.js";
 export { freePort } from "./processes.js";
 export { type RedisCluster, type RedisServer, type StartRedisOptions, startRedis, startRedisCluster } from "./redis.js";
+export * from "./s3.js";

@@ -1,0 +1,255 @@
+import { randomBytes } from "node:crypto";
+import { S3Client } from "@aws-sdk/client-s3";
+import {
+  ConflictError,
+  CorruptDataError,
+  type DriverCapabilities,
+  type DriverContext,
+  type DriverDescription,
+  type RestoreResult,
+  type StorageData,
+  type StorageDriver,
+  type StoreReader,
+  type WriteSet,
+} from "@taskstore/core";
+import { type EtagQuoting, S3Io } from "./s3-io.js";
+import { S3Lease } from "./s3-lease.js";
+import { probeConditionalWrites } from "./s3-probe.js";
+import { EpochStore, type State } from "./s3-store.js";
+
+export interface S3StorageDriverOptions {
+  /** The bucket. It must exist. */
+  bucket: string;
+  /** Key prefix of this store; every object lives under it. Default `"taskstore/"`. A `/` is added when missing. */
+  prefix?: string;
+  /** Your own S3Client. The driver never destroys it; the options below that configure a client are then ignored. */
+  client?: S3Client;
+  /** S3-compatible endpoint, e.g. `http://127.0.0.1:9000`. Default: AWS, by region. */
+  endpoint?: string;
+  /** Default: `AWS_REGION`, else `us-east-1`. */
+  region?: string;
+  /** Path-style addressing (`endpoint/bucket/key`), which MinIO and Ceph RGW want. Default: true when `endpoint` is set. */
+  forcePathStyle?: boolean;
+  /** Default: the SDK's usual chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, instance roles). */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Attempts per request, counting the first, with the SDK's jittered backoff on 5xx, throttling, timeouts and dropped connections. Default 5. */
+  maxAttempts?: number;
+  /** Per-request socket timeout in ms (then retried). Default 15,000. */
+  requestTimeoutMs?: number;
+  /**
+   * How `If-Match` spells an ETag. `"standard"`: quoted, as RFC 7232 and AWS S3 say. `"unquoted"`:
+   * the bare hex, which is all Ceph RGW 16 matches (it answers a correct quoted ETag with 412).
+   * `"auto"` (default): found by the probe at `initialize()`. The condition is never dropped.
+   */
+  etagQuoting?: EtagQuoting | "auto";
+  /**
+   * DANGER. Skip the `initialize()` probe that refuses servers ignoring conditional writes.
+   * On such a server (s3rver and other fakes) concurrent writers silently overwrite each other's
+   * changes. Only for a store that one process writes, on a server you cannot replace. Default false.
+   */
+  unsafeAllowUnconditionalWrites?: boolean;
+  /** How long `acquireLock()` waits before `LockTimeoutError`. Default 30,000 ms. */
+  lockTimeoutMs?: number;
+  /** Lease length of the lock; renewed every third of it while held. Default 30,000 ms. */
+  leaseMs?: number;
+  /** Attempts of one change set when other writers keep committing first (412), before `ConflictError`. Default 40. */
+  maxConflictRetries?: number;
+  /** Compact after this many deltas in an epoch. Default 500. */
+  maxDeltas?: number;
+  /** Sealed epochs are deleted this long after they were replaced. Default 15 minutes. */
+  retiredEpochGraceMs?: number;
+}
+
+/**
+ * Tasks in an S3 bucket (AWS S3, MinIO, Ceph RGW): a base snapshot plus one small delta object
+ * per committed change set, each committed by a conditional create (see s3-store.ts and the
+ * README for the layout).
+ */
+export class S3StorageDriver implements StorageDriver {
+  readonly name = "s3";
+  readonly capabilities: Partial<DriverCapabilities> = {
+    locking: true,
+    incremental: true,
+    backup: true,
+    restore: true,
+    persistent: true,
+    changeNotification: false,
+  };
+  private readonly client: S3Client;
+  private readonly ownsClient: boolean;
+  private readonly io: S3Io;
+  private readonly store: EpochStore;
+  private readonly lease: S3Lease;
+  private readonly options: S3StorageDriverOptions;
+  private context: DriverContext | undefined;
+  private initializing: Promise<void> | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private lastBackupStamp = "";
+
+  constructor(options: S3StorageDriverOptions) {
+    if (!options?.bucket) throw new TypeError("s3: the bucket option is required");
+    this.options = options;
+    let prefix = options.prefix ?? "taskstore/";
+    if (prefix !== "" && !prefix.endsWith("/")) prefix += "/";
+    this.ownsClient = !options.client;
+    this.client =
+      options.client ??
+      new S3Client({
+        region: options.region ?? process.env.AWS_REGION ?? "us-east-1",
+        ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+        forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
+        ...(options.credentials ? { credentials: options.credentials } : {}),
+        maxAttempts: options.maxAttempts ?? 5,
+        retryMode: "standard",
+        // throwOnRequestTimeout: without it the SDK only logs a request past its timeout and keeps waiting.
+        requestHandler: {
+          requestTimeout: options.requestTimeoutMs ?? 15_000,
+          socketTimeout: options.requestTimeoutMs ?? 15_000,
+          throwOnRequestTimeout: true,
+          connectionTimeout: 5_000,
+        },
+        // Checksums only where S3 requires them: S3-compatible servers differ in what they accept.
+        requestChecksumCalculation: "WHEN_REQUIRED",
+        responseChecksumValidation: "WHEN_REQUIRED",
+      });
+    this.io = new S3Io(this.client, options.bucket, prefix);
+    if (options.etagQuoting && options.etagQuoting !== "auto") this.io.etagQuoting = options.etagQuoting;
+    const warn = (error: Error) => this.context?.warn(error);
+    this.store = new EpochStore(
+      this.io,
+      { maxDeltas: options.maxDeltas ?? 500, minCompactBytes: 1024 * 1024, retiredGraceMs: options.retiredEpochGraceMs ?? 15 * 60_000 },
+      warn,
+    );
+    this.lease = new S3Lease(this.io, options.leaseMs ?? 30_000, options.lockTimeoutMs ?? 30_000, warn);
+  }
+
+  attach(context: DriverContext): void {
+    this.context = context;
+  }
+
+  /** Checks that the endpoint enforces conditional writes (and how it wants ETags quoted). Runs once. */
+  initialize(): Promise<void> {
+    this.initializing ??= (async () => {
+      if (this.options.unsafeAllowUnconditionalWrites) return;
+      this.io.etagQuoting = await probeConditionalWrites(this.io, this.options.etagQuoting ?? "auto");
+    })();
+    this.initializing.catch(() => {
+      this.initializing = undefined;
+    });
+    return this.initializing;
+  }
+
+  loadData(): Promise<StorageData> {
+    return this.exclusive(async () => this.store.toData(await this.store.refresh()));
+  }
+
+  saveData(data: StorageData): Promise<void> {
+    return this.exclusive(() => this.store.replace(data, false));
+  }
+
+  transact = (work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> =>
+    this.exclusive(async () => {
+      const attempts = this.options.maxConflictRetries ?? 40;
+      let wait = 10;
+      for (let attempt = 1; attempt <= attempts; attempt++) {
+        const state: State = await this.store.refresh();
+        const writes = await work(state.table.reader());
+        if (writes.puts.length === 0 && writes.logs.length === 0 && writes.deletes.length === 0 && writes.version === undefined) return;
+        if (await this.store.commit(state, writes)) return;
+        await sleep(wait * Math.random());
+        wait = Math.min(wait * 2, 400);
+      }
+      throw new ConflictError(
+        `s3: gave up after ${attempts} attempts: other writers kept committing to s3://${this.io.bucket}/${this.io.prefix} first`,
+      );
+    });
+
+  /** Copies the store, as it is now, to `<prefix>backups/<UTC time>.json`. */
+  backup(): Promise<void> {
+    return this.exclusive(async () => {
+      const data = this.store.toData(await this.store.refresh());
+      let stamp = new Date().toISOString().replace(/[:.]/g, "-");
+      // Keys sort by time; two backups within one millisecond still sort in order.
+      if (stamp <= this.lastBackupStamp) stamp = `${this.lastBackupStamp}+`;
+      this.lastBackupStamp = stamp;
+      await this.io.putIfAbsent(`backups/${stamp}-${randomBytes(3).toString("hex")}.json`, JSON.stringify(data));
+    });
+  }
+
+  /**
+   * Copies the live store to `<prefix>aside/<UTC time>/` (nothing is deleted), then installs the
+   * newest backup that parses as the store. No usable backup: `CorruptDataError`, store untouched.
+   */
+  restore(): Promise<RestoreResult> {
+    return this.exclusive(async () => {
+      const backups = (await this.io.list("backups/"))
+        .map((item) => item.key)
+        .sort()
+        .reverse();
+      let chosen: { key: string; data: StorageData } | undefined;
+      for (const key of backups) {
+        const found = await this.io.get(key);
+        try {
+          const data = JSON.parse(found?.body ?? "") as StorageData;
+          if (typeof data?.version === "string" && Array.isArray(data.tasks)) chosen = { key, data };
+        } catch {
+          // not usable: try the one before
+        }
+        if (chosen) break;
+      }
+      const where = `s3://${this.io.bucket}/${this.io.prefix}`;
+      if (!chosen) throw new CorruptDataError(`s3: no usable backup under ${where}backups/`);
+      const live = await this.store.liveKeys();
+      const aside = `aside/${new Date().toISOString().replace(/[:.]/g, "-")}-${randomBytes(3).toString("hex")}/`;
+      for (let i = 0; i < live.length; i += 16) {
+        await Promise.all(live.slice(i, i + 16).map((key) => this.io.copy(key, aside + key)));
+      }
+      await this.store.replace(chosen.data, true);
+      return { ...(live.length > 0 ? { movedTo: where + aside } : {}), restoredFrom: where + chosen.key };
+    });
+  }
+
+  async acquireLock(): Promise<void> {
+    await this.initialize();
+    await this.lease.acquire();
+  }
+
+  async releaseLock(): Promise<void> {
+    await this.lease.release();
+  }
+
+  async describe(): Promise<DriverDescription> {
+    const state = await this.exclusive(() => this.store.refresh());
+    const backups = await this.io.list("backups/");
+    const holder = await this.lease.holder();
+    return {
+      driver: this.name,
+      location: `s3://${this.io.bucket}/${this.io.prefix}`,
+      sizeBytes: state.baseBytes + state.deltaBytes,
+      ...(backups.length > 0 ? { lastBackupAt: Math.max(...backups.map((item) => item.lastModified)) } : {}),
+      lockHolder: holder ? { pid: holder.pid, host: holder.host, since: holder.since } : null,
+      etagQuoting: this.io.etagQuoting,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.lease.release().catch(() => undefined);
+    if (this.ownsClient) this.client.destroy();
+  }
+
+  /**
+   * One store operation at a time per instance: they share the cached state. Each waits for
+   * `initialize()` first, since the ETag form it finds is needed by every conditional replace.
+   */
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = async () => {
+      await this.initialize();
+      return work();
+    };
+    const next = this.queue.then(run, run);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,139 @@
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { EventBus, type StoredTask, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
+import { S3StorageDriver } from "@taskstore/driver-s3";
+import { type S3Server, startS3 } from "@taskstore/test-services";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type FaultProxy, startFaultProxy } from "./fault-proxy.js";
+import { driverOptions, uniquePrefix } from "./helpers.js";
+
+const run = promisify(execFile);
+const worker = fileURLToPath(new URL("./fixtures/worker.mjs", import.meta.url));
+
+let server: S3Server;
+let bucket: string;
+beforeAll(async () => {
+  server = await startS3();
+  bucket = await server.createBucket();
+});
+afterAll(() => server?.stop());
+
+async function loadAll(prefix: string): Promise<StoredTask[]> {
+  const repository = new TaskRepository({ driver: new S3StorageDriver(driverOptions(server, bucket, prefix)) });
+  try {
+    return await repository.loadAll();
+  } finally {
+    await repository.close();
+  }
+}
+
+describe("several processes on one store", () => {
+  it("four processes doing 100 mixed operations each lose nothing", async () => {
+    const prefix = uniquePrefix("procs");
+    const seed = new TaskManager(
+      new EventBus(),
+      new TaskRepository({ driver: new S3StorageDriver(driverOptions(server, bucket, prefix)) }),
+    );
+    await seed.loadFromRepository();
+    const sharedId = await seed.create({ title: "shared parent" });
+    await seed.close();
+    const options = JSON.stringify(driverOptions(server, bucket, prefix));
+    const results = await Promise.all(
+      [0, 1, 2, 3].map(async (n) => {
+        const { stdout } = await run(process.execPath, [worker, options, String(n), "100", sharedId], { timeout: 240_000 });
+        return JSON.parse(stdout.trim().split("\n").at(-1) as string) as {
+          live: Record<string, { title: string; percent: number; status: string; lines: string[] }>;
+          deleted: string[];
+          sharedLines: string[];
+        };
+      }),
+    );
+    const tasks = new Map((await loadAll(prefix)).map((task) => [task.id, task]));
+    const shared = tasks.get(sharedId) as StoredTask;
+    for (const result of results) {
+      for (const [id, expected] of Object.entries(result.live)) {
+        const task = tasks.get(id);
+        expect(task, `task ${id}`).toBeDefined();
+        expect(task).toMatchObject({ title: expected.title, status: expected.status, progress: { percent: expected.percent } });
+        expect(task?.logs.map((entry) => entry.output)).toEqual(expected.lines);
+      }
+      for (const id of result.deleted) expect(tasks.has(id), `deleted ${id}`).toBe(false);
+      const sharedOutputs = shared.logs.map((entry) => entry.output);
+      expect(sharedOutputs.filter((line) => result.sharedLines.includes(line))).toEqual(result.sharedLines);
+    }
+    const expectedLines = results.reduce((sum, result) => sum + result.sharedLines.length, 0);
+    expect(shared.logs).toHaveLength(expectedLines);
+    const childIds = new Set(shared.children);
+    for (const task of tasks.values()) if (task.parentId === sharedId) expect(childIds.has(task.id)).toBe(true);
+  }, 300_000);
+});
+
+describe("through a fault-injecting proxy (503s, delays, dropped connections, unanswered requests)", () => {
+  it("every write resolves or fails with STORAGE_UNAVAILABLE, and every acknowledged write is in the store", async () => {
+    const prefix = uniquePrefix("faults");
+    let proxy: FaultProxy | undefined;
+    proxy = await startFaultProxy(server.endpoint, { unavailable: 0, dropBefore: 0, dropAfter: 0, hang: 0, maxDelayMs: 0 });
+    const faulty = new TaskRepository({
+      driver: new S3StorageDriver({
+        ...driverOptions(server, bucket, prefix),
+        endpoint: proxy.endpoint,
+        maxAttempts: 3,
+        requestTimeoutMs: 2_000,
+      }),
+    });
+    try {
+      await faulty.initialize();
+      proxy.faults = { unavailable: 0.12, dropBefore: 0.06, dropAfter: 0.06, hang: 0.015, maxDelayMs: 30 };
+      const acknowledged = new Map<string, string[]>();
+      const outcomes = { ok: 0, unavailable: 0 };
+      const other: unknown[] = [];
+      for (let i = 0; i < 80; i++) {
+        const id = `t${i % 15}`;
+        try {
+          if (!acknowledged.has(id)) {
+            await faulty.save({
+              id,
+              title: `task ${id}`,
+              status: "pending",
+              progress: { percent: 0 },
+              metadata: {},
+              createdAt: 1,
+              updatedAt: 1,
+              children: [],
+              logs: [],
+            });
+            acknowledged.set(id, []);
+          } else {
+            const line = `line ${i}`;
+            await faulty.apply([{ type: "append", id, entries: [{ timestamp: i, output: line, type: "log" }], at: i }]);
+            acknowledged.get(id)?.push(line);
+          }
+          outcomes.ok++;
+        } catch (error) {
+          if (TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE")) outcomes.unavailable++;
+          else other.push(error);
+        }
+      }
+      expect(other).toEqual([]);
+      expect(proxy.counts.unavailable + proxy.counts.dropBefore + proxy.counts.dropAfter).toBeGreaterThan(12);
+      expect(proxy.counts.hang).toBeGreaterThan(0);
+      expect(outcomes.ok).toBeGreaterThan(40);
+      proxy.faults = { unavailable: 0, dropBefore: 0, dropAfter: 0, hang: 0, maxDelayMs: 0 };
+      const stored = new Map((await loadAll(prefix)).map((task) => [task.id, task]));
+      for (const [id, lines] of acknowledged) {
+        const outputs = stored.get(id)?.logs.map((entry) => entry.output) ?? [];
+        // Acknowledged entries are all there, in order; a failed (unacknowledged) append may or may not have landed.
+        expect(
+          outputs.filter((line) => lines.includes(line)),
+          `log of ${id}`,
+        ).toEqual(lines);
+        expect(new Set(outputs).size, `no entry of ${id} stored twice`).toBe(outputs.length);
+      }
+    } finally {
+      await faulty.close().catch(() => undefined);
+      await proxy.close();
+      proxy = undefined;
+    }
+  }, 240_000);
+});

@@ -1,0 +1,208 @@
+import { GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { makeLogs, makeTask } from "@taskstore/conformance";
+import { EventBus, type StorageData, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
+import { S3StorageDriver, type S3StorageDriverOptions } from "@taskstore/driver-s3";
+import { type S3Server, startS3 } from "@taskstore/test-services";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { driverOptions, listKeys, rawClient, uniquePrefix } from "./helpers.js";
+
+let server: S3Server;
+let bucket: string;
+let raw: S3Client;
+const open: (S3StorageDriver | TaskRepository)[] = [];
+
+beforeAll(async () => {
+  server = await startS3();
+  bucket = await server.createBucket();
+  raw = rawClient(server);
+});
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((item) => item.close().catch(() => undefined)));
+});
+afterAll(async () => {
+  raw?.destroy();
+  await server?.stop();
+});
+
+function driver(prefix: string, extra: Partial<S3StorageDriverOptions> = {}): S3StorageDriver {
+  const made = new S3StorageDriver({ ...driverOptions(server, bucket, prefix), ...extra });
+  open.push(made);
+  return made;
+}
+
+function repository(prefix: string, extra: Partial<S3StorageDriverOptions> = {}): TaskRepository {
+  const made = new TaskRepository({ driver: driver(prefix, extra) });
+  open.push(made);
+  return made;
+}
+
+async function readJson(key: string): Promise<{ body: Record<string, unknown>; etag: string; size: number }> {
+  const out = await raw.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const text = (await out.Body?.transformToString()) ?? "";
+  return { body: JSON.parse(text), etag: out.ETag ?? "", size: text.length };
+}
+
+describe("initialize()", () => {
+  it("finds that radosgw matches only the unquoted ETag in If-Match and uses it", async () => {
+    const d = driver(uniquePrefix());
+    await d.initialize();
+    expect((await d.describe()).etagQuoting).toBe(server.kind === "radosgw" ? "unquoted" : "standard");
+  });
+
+  it("refuses a forced etagQuoting the server does not accept, never dropping the condition", async () => {
+    const wrong = server.kind === "radosgw" ? "standard" : "unquoted";
+    const d = driver(uniquePrefix(), { etagQuoting: wrong });
+    if (server.kind === "radosgw") {
+      await expect(d.initialize()).rejects.toThrow(/refused If-Match with the object's own ETag/);
+    } else {
+      await d.initialize();
+    }
+  });
+});
+
+describe("object layout", () => {
+  it("an append writes one small delta object and rewrites neither the base nor the log", async () => {
+    const prefix = uniquePrefix();
+    const repo = repository(prefix);
+    await repo.save(makeTask({ id: "big", logs: makeLogs(3_000) }));
+    const manager = new TaskManager(new EventBus(), repository(prefix));
+    await manager.loadFromRepository();
+    const before = new Map((await listKeys(raw, bucket, prefix)).map((key) => [key, true]));
+    const baseKeys = [...before.keys()].filter((key) => key.endsWith("base.json"));
+    const baseBefore = await Promise.all(baseKeys.map((key) => readJson(key)));
+    await manager.appendOutput("big", "one more line");
+    const added = (await listKeys(raw, bucket, prefix)).filter((key) => !before.has(key));
+    expect(added).toHaveLength(1);
+    expect(added[0]).toMatch(/epochs\/[^/]+\/d\/\d{12}\.json$/);
+    const delta = await readJson(added[0] as string);
+    expect(delta.size).toBeLessThan(600);
+    expect(JSON.stringify(delta.body)).toContain("one more line");
+    const baseAfter = await Promise.all(baseKeys.map((key) => readJson(key)));
+    expect(baseAfter.map((b) => b.etag)).toEqual(baseBefore.map((b) => b.etag));
+    const loaded = await repository(prefix).loadById("big");
+    expect(loaded?.logs).toHaveLength(3_001);
+    expect(loaded?.logs.at(-1)?.output).toBe("one more line");
+  });
+
+  it("a change set touching several tasks (link: child and two parents) commits as one object", async () => {
+    const prefix = uniquePrefix();
+    const manager = new TaskManager(new EventBus(), repository(prefix));
+    await manager.loadFromRepository();
+    const a = await manager.create({ title: "parent a" });
+    const b = await manager.create({ title: "parent b" });
+    const child = await manager.create({ title: "child", parentId: a });
+    const before = new Set(await listKeys(raw, bucket, prefix));
+    await manager.linkParentChild(b, child);
+    const added = (await listKeys(raw, bucket, prefix)).filter((key) => !before.has(key));
+    expect(added).toHaveLength(1);
+    const tasks = await repository(prefix).loadAll();
+    expect(tasks.find((t) => t.id === a)?.children).toEqual([]);
+    expect(tasks.find((t) => t.id === b)?.children).toEqual([child]);
+    expect(tasks.find((t) => t.id === child)?.parentId).toBe(b);
+  });
+
+  it("compaction starts a new epoch, the head follows it, and retired epochs are deleted after the grace period", async () => {
+    const prefix = uniquePrefix();
+    const repo = repository(prefix, { maxDeltas: 5, retiredEpochGraceMs: 0 });
+    for (let i = 0; i < 17; i++) await repo.save(makeTask({ id: `t${i}`, logs: makeLogs(i % 3) }));
+    const head = await readJson(`${prefix}head.json`);
+    const epochs = new Set((await listKeys(raw, bucket, `${prefix}epochs/`)).map((key) => key.split("/")[2]));
+    expect(epochs.has(head.body.epoch as string)).toBe(true);
+    // Grace 0: at most the epoch just retired by the last compaction is left beside the live one.
+    expect(epochs.size).toBeLessThanOrEqual(2);
+    const loaded = await repository(prefix).loadAll();
+    expect(loaded.map((t) => t.id)).toEqual(Array.from({ length: 17 }, (_, i) => `t${i}`));
+  });
+
+  it("a store of 1,100 tasks written as 1,100 separate deltas (over 1,000 keys to list) loads whole", async () => {
+    const prefix = uniquePrefix();
+    const writer = repository(prefix, { maxDeltas: 5_000 });
+    for (let i = 0; i < 1_100; i++) await writer.save(makeTask({ id: `many-${String(i).padStart(4, "0")}` }));
+    expect((await listKeys(raw, bucket, `${prefix}epochs/`)).length).toBeGreaterThan(1_000);
+    const loaded = await repository(prefix, { maxDeltas: 5_000 }).loadAll();
+    expect(loaded).toHaveLength(1_100);
+    expect(new Set(loaded.map((t) => t.id)).size).toBe(1_100);
+  }, 240_000);
+
+  it("unknown fields at every level and the version string round-trip through saveData and loadData", async () => {
+    const prefix = uniquePrefix();
+    const d = driver(prefix);
+    const data = {
+      version: "1.3.0",
+      tasks: [{ ...makeTask({ id: "x", logs: [{ timestamp: 1, output: "o", type: "log" }] }), extra: { deep: [1] } }],
+      metadata: { lastUpdated: 5, totalTasks: 1, origin: "newer" },
+      topLevel: true,
+    };
+    (data.tasks[0]?.logs[0] as Record<string, unknown>).color = "blue";
+    await d.saveData(data as unknown as StorageData);
+    expect(await driver(prefix).loadData()).toEqual(data);
+  });
+
+  it("uses a caller's S3Client without destroying it on close()", async () => {
+    const client = rawClient(server);
+    const d = new S3StorageDriver({ bucket, prefix: uniquePrefix(), client });
+    await d.initialize();
+    await d.close();
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${uniquePrefix()}still-usable`, Body: "x" }));
+    client.destroy();
+  });
+});
+
+describe("lock lease", () => {
+  it("a held lease makes acquireLock() on another instance time out with LOCK_TIMEOUT, and is renewed while held", async () => {
+    const prefix = uniquePrefix();
+    const holder = driver(prefix, { leaseMs: 600 });
+    await holder.acquireLock();
+    const other = driver(prefix, { lockTimeoutMs: 1_500, leaseMs: 600 });
+    await expect(other.acquireLock()).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "LOCK_TIMEOUT"));
+    await holder.releaseLock();
+    await other.acquireLock();
+    await other.releaseLock();
+  });
+
+  it("an expired lease of a crashed holder is taken over", async () => {
+    const prefix = uniquePrefix();
+    const crashed = { owner: "gone", pid: 1, host: "elsewhere", since: 1, expiresAt: Date.now() - 1_000 };
+    await raw.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}lock.json`, Body: JSON.stringify(crashed) }));
+    const d = driver(prefix, { lockTimeoutMs: 2_000 });
+    await d.acquireLock();
+    const lease = await readJson(`${prefix}lock.json`);
+    expect(lease.body.owner).not.toBe("gone");
+    expect(lease.body.pid).toBe(process.pid);
+  });
+
+  it("releaseLock() by an instance whose lease was taken over leaves the new holder's lease in place", async () => {
+    const prefix = uniquePrefix();
+    const first = driver(prefix, { leaseMs: 60_000 });
+    await first.acquireLock();
+    // Another holder takes it over behind first's back (as after an expiry).
+    const current = await readJson(`${prefix}lock.json`);
+    const usurper = { ...current.body, owner: "usurper", expiresAt: Date.now() + 60_000 };
+    await raw.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}lock.json`, Body: JSON.stringify(usurper) }));
+    await first.releaseLock();
+    const after = await readJson(`${prefix}lock.json`);
+    expect(after.body).toMatchObject({ owner: "usurper" });
+    expect(after.body.released).toBeUndefined();
+  });
+});
+
+describe("recovery", () => {
+  it("a corrupt head is moved aside (copied, not deleted) and the last backup restored", async () => {
+    const prefix = uniquePrefix();
+    const repo = repository(prefix);
+    await repo.save(makeTask({ id: "kept" }));
+    await repo.backup();
+    await raw.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}head.json`, Body: "{ not json" }));
+    const recovering = repository(prefix);
+    const recovered: unknown[] = [];
+    recovering.events.on("storage:recovered", (event) => recovered.push(event));
+    expect((await recovering.loadAll()).map((t) => t.id)).toEqual(["kept"]);
+    expect(recovered).toHaveLength(1);
+    const aside = await listKeys(raw, bucket, `${prefix}aside/`);
+    const corruptCopy = aside.find((key) => key.endsWith("/head.json")) as string;
+    const out = await raw.send(new GetObjectCommand({ Bucket: bucket, Key: corruptCopy }));
+    expect(await out.Body?.transformToString()).toBe("{ not json");
+    await repository(prefix).save(makeTask({ id: "after" }));
+    expect((await repository(prefix).loadAll()).map((t) => t.id)).toEqual(["kept", "after"]);
+  });
+});

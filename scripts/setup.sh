@@ -9,6 +9,10 @@ apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || apt_packages+=(postgresql-15)
+# A real S3 for the S3 driver: Ceph's radosgw on a throwaway single-node cluster (about 120 MB).
+command -v radosgw >/dev/null 2>&1 || apt_packages+=(radosgw)
+command -v ceph-mon >/dev/null 2>&1 || apt_packages+=(ceph-mon)
+command -v ceph-osd >/dev/null 2>&1 || apt_packages+=(ceph-osd)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${apt_packages[*]} from apt"

@@ -7,6 +7,7 @@ import {
   type StoredTask,
   type TaskBody,
   type TaskHead,
+  type TaskProgress,
   type TaskStatus,
 } from "./schema.js";
 
@@ -29,6 +30,8 @@ export type TaskChange =
       set: Partial<PatchableFields>;
       unset?: ("description" | "assignedTo")[];
       transition?: { action: string; from: readonly TaskStatus[] };
+      /** Fields merged into the task's current progress (so a merge never undoes another writer's message). */
+      mergeProgress?: Partial<TaskProgress>;
       at: number;
     }
   /** Appends entries to a task's log. */
@@ -54,6 +57,8 @@ export interface ApplyReport {
   dropped: Map<string, number>;
   /** Ids removed (with descendants). */
   removed: string[];
+  /** For each task whose status a transition changed: the status it had before. */
+  statusFrom: Map<string, TaskStatus>;
 }
 
 /**
@@ -122,7 +127,7 @@ export class ChangeApplier {
 class Layer {
   readonly heads = new Map<string, TaskHead | null>();
   readonly logs = new Map<string, PendingLog>();
-  readonly report: ApplyReport = { dropped: new Map(), removed: [] };
+  readonly report: ApplyReport = { dropped: new Map(), removed: [], statusFrom: new Map() };
 
   constructor(private readonly base: ChangeApplier) {}
 
@@ -152,6 +157,8 @@ class Layer {
             throw new InvalidTransitionError(change.id, head.status, to, change.transition.action);
           }
         }
+        if (change.mergeProgress) next.progress = { ...head.progress, ...change.mergeProgress };
+        if (change.transition) this.report.statusFrom.set(change.id, head.status);
         for (const key of change.unset ?? []) delete next[key];
         this.write(next);
         return;

@@ -264,6 +264,9 @@ export class TaskRepository {
   async backup(): Promise<void> {
     await this.initialize();
     const driver = await this.getDriver();
+    // Read first: an unreadable store is recovered (or refused) here, so a backup never copies a
+    // damaged store over the last good copy, whatever the driver checks itself.
+    await this.read();
     await driver.backup();
     this.metricsState.lastBackupAt = Date.now();
   }
@@ -475,7 +478,11 @@ export class TaskRepository {
         } catch (error) {
           failure = toStoreError(error, `${driverName(this.driverInstance)}: write`);
         }
-        if (failure && !isLogicalError(failure)) {
+        // Only a store this version must not write fails a whole batch for good. Anything else
+        // thrown by the write as a whole (an outage, or a CONFLICT: contention the driver's
+        // retries could not outlast) is retried, keeping the queued change sets rather than
+        // dropping them. A change set's own refusal (its task is gone, its id exists) is per entry.
+        if (failure && failure.code !== "VERSION_UNSUPPORTED") {
           this.storageFailed(batch, failure);
           return;
         }
@@ -520,7 +527,7 @@ export class TaskRepository {
         entry.reject(error);
       } else if (!entry.acknowledged) {
         entry.acknowledged = true;
-        entry.resolve({ durable: false, report: { dropped: new Map(), removed: [] } });
+        entry.resolve({ durable: false, report: { dropped: new Map(), removed: [], statusFrom: new Map() } });
       }
     }
     const pending = this.queue.filter((entry) => entry.acknowledged).length;

@@ -290,13 +290,22 @@ export class TaskManager {
     const rule = TRANSITIONS[action];
     const at = Date.now();
     const set: Partial<StoredTask> = { status: rule.to };
-    if (action === "complete") set.progress = { ...(this.table.tasks.get(id)?.progress ?? { percent: 0 }), percent: 100 };
     if (action === "retry") set.progress = { percent: 0 };
-    const changes: TaskChange[] = [{ type: "patch", id, set, transition: { action, from: rule.from }, at }];
+    const changes: TaskChange[] = [
+      {
+        type: "patch",
+        id,
+        set,
+        transition: { action, from: rule.from },
+        // Merged when applied, against the state of that moment, keeping its message and step.
+        ...(action === "complete" ? { mergeProgress: { percent: 100 } } : {}),
+        at,
+      },
+    ];
     if (note) changes.push({ type: "append", id, entries: [{ timestamp: at, ...note }], at });
-    const before = this.table.tasks.get(id)?.status;
-    await this.run(action, changes);
-    this.emit("task:status", () => ({ task: this.snapshot(id), from: before ?? rule.from[0] ?? "pending", to: rule.to }));
+    const report = await this.run(action, changes);
+    const from = report.statusFrom.get(id) ?? (rule.from[0] as TaskStatus);
+    this.emit("task:status", () => ({ task: this.snapshot(id), from, to: rule.to }));
   }
 
   /**

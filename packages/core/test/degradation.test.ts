@@ -1,5 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { EventBus, MemoryStorageDriver, type TaskEvents, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
+import {
+  ConflictError,
+  EventBus,
+  MemoryStorageDriver,
+  type TaskEvents,
+  TaskManager,
+  TaskRepository,
+  TaskStoreError,
+} from "@taskstore/core";
 import { describe, expect, it } from "vitest";
 import { eventually, FlakyDriver } from "./helpers.js";
 
@@ -131,5 +139,27 @@ describe("a change refused by the stored state after an outage", () => {
     expect((await reader.loadById(id))?.status).toBe("cancelled");
     await manager.close();
     await other.close();
+  });
+});
+
+describe("contention the driver's retries could not outlast", () => {
+  it("keeps the queued changes (CONFLICT of the whole write is retried like an outage) and writes them later", async () => {
+    const store = randomUUID();
+    const flaky = new FlakyDriver(new MemoryStorageDriver({ store }), () => new ConflictError("memory: the store kept changing"));
+    const bus = new EventBus();
+    const errors: TaskEvents["persistence:error"][] = [];
+    bus.on("persistence:error", (event) => errors.push(event));
+    const manager = new TaskManager(bus, new TaskRepository({ driver: flaky, retry: { initialDelayMs: 10_000 } }));
+    await manager.loadFromRepository();
+    const id = await manager.create({ title: "contended" });
+    flaky.broken = true;
+    await manager.appendOutput(id, "kept through the storm");
+    expect(errors.at(-1)?.error.code).toBe("CONFLICT");
+    expect(errors.at(-1)?.pending).toBe(1);
+    flaky.broken = false;
+    await manager.flush();
+    const stored = await new TaskRepository({ driver: new MemoryStorageDriver({ store }) }).loadById(id);
+    expect(stored?.logs.map((entry) => entry.output)).toEqual(["kept through the storm"]);
+    await manager.close();
   });
 });

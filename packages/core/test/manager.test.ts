@@ -84,3 +84,17 @@ describe("TaskManager", () => {
     await manager.close();
   });
 });
+
+describe("TaskManager.complete()", () => {
+  it("sets 100% against the progress of its turn, keeping a message set just before it without awaiting", async () => {
+    const manager = await open(randomUUID());
+    const id = await manager.create({ title: "t" });
+    await manager.start(id);
+    const statuses: string[] = [];
+    manager.eventBus.on("task:status", (event) => statuses.push(`${event.from}->${event.to}`));
+    await Promise.all([manager.setProgress(id, { percent: 90, message: "almost", currentStep: 9 }), manager.complete(id)]);
+    expect(manager.findById(id)?.progress).toEqual({ percent: 100, message: "almost", currentStep: 9 });
+    expect(statuses).toEqual(["running->completed"]);
+    await manager.close();
+  });
+});

@@ -57,16 +57,24 @@ export class AdvisoryLock {
   async release(): Promise<void> {
     const client = this.client;
     if (!client) return;
-    await this.queue.catch(() => undefined);
+    // Cleared first, in this turn: no run() queued from now on gets this connection, and lost()
+    // no longer owns it (it would otherwise release it a second time).
     this.client = undefined;
     if (this.onError) client.off("error", this.onError);
+    // pg emits 'error' on a connection that drops mid-query: without a listener that crashes the
+    // process, so one stays until the connection is back in the pool.
+    const ignore = () => undefined;
+    client.on("error", ignore);
+    await this.queue.catch(() => undefined);
+    let broken = false;
     try {
       await client.query(`SELECT pg_advisory_unlock(${this.key}); RESET application_name`);
-      client.release();
     } catch {
       // The connection is gone, and with it the lock: the server released it.
-      client.release(true);
+      broken = true;
     }
+    client.off("error", ignore);
+    client.release(broken);
   }
 
   /** Runs `work` on the holder's connection, one at a time. */

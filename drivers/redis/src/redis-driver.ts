@@ -191,6 +191,9 @@ export class RedisStorageDriver implements StorageDriver {
    */
   transact = async (work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> => {
     const lockDeadline = Date.now() + this.lockTimeoutMs;
+    // Only commits refused because a read changed count towards maxAttempts; rounds spent
+    // waiting for another instance's store lock are bounded by lockTimeoutMs instead.
+    let conflicts = 0;
     for (let attempt = 1; ; attempt++) {
       const fresh = attempt > 1;
       const checks = new Map<string, ReadCheck>();
@@ -231,8 +234,8 @@ export class RedisStorageDriver implements StorageDriver {
           `redis: a transaction waited ${this.lockTimeoutMs} ms for the store lock (held by pid ${holder?.pid} on ${holder?.host})`,
         );
       }
-      if (result === 0 && attempt >= this.maxAttempts) {
-        throw new ConflictError(`redis: the store kept changing under a transaction (${attempt} attempts)`);
+      if (result === 0 && ++conflicts >= this.maxAttempts) {
+        throw new ConflictError(`redis: the store kept changing under a transaction (${conflicts} attempts)`);
       }
       // Jittered backoff, so competing writers do not retry in lockstep (none before the first
       // fresh attempt: a stale cache is not contention).
@@ -426,7 +429,9 @@ export class RedisStorageDriver implements StorageDriver {
   private stopWatching(): void {
     const subscriber = this.subscriber;
     this.subscriber = undefined;
-    subscriber?.quit().catch(() => subscriber.disconnect());
+    // disconnect(), not quit(): quit() queues behind a pending SUBSCRIBE while offline and can
+    // keep reconnecting, and the process alive, after close().
+    subscriber?.disconnect();
   }
 
   /** Runs a Redis call; anything that is not a taskstore error becomes `StorageUnavailableError`. */

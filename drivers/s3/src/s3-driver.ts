@@ -169,8 +169,13 @@ export class S3StorageDriver implements StorageDriver {
     return this.exclusive(async () => {
       const data = this.store.toData(await this.store.refresh());
       let stamp = new Date().toISOString().replace(/[:.]/g, "-");
-      // Keys sort by time; two backups within one millisecond still sort in order.
-      if (stamp <= this.lastBackupStamp) stamp = `${this.lastBackupStamp}+`;
+      // Keys sort by time; a second backup within the same millisecond (or a clock step back)
+      // gets "~" and a counter, which sort after the plain stamp and after each other.
+      if (stamp <= this.lastBackupStamp) {
+        const base = this.lastBackupStamp.split("~")[0] as string;
+        const count = Number(this.lastBackupStamp.split("~")[1] ?? "0") + 1;
+        stamp = `${base}~${String(count).padStart(6, "0")}`;
+      }
       this.lastBackupStamp = stamp;
       await this.io.putIfAbsent(`backups/${stamp}-${randomBytes(3).toString("hex")}.json`, JSON.stringify(data));
     });

@@ -8,7 +8,10 @@ const interrupted = new Promise<void>((resolve) => {
 let interrupts = 0;
 const onSignal = () => {
   // The first Ctrl-C asks the running verb to stop cleanly (close the store); a second one forces it.
-  if (++interrupts > 1) process.exit(130);
+  if (++interrupts > 1) {
+    finished = true; // forced by the user, not a silent stop: no "internal error" notice
+    process.exit(130);
+  }
   interrupt();
 };
 process.on("SIGINT", onSignal);

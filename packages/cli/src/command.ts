@@ -69,6 +69,13 @@ export async function withStore<T>(
     notice(ctx, `${store.display} could not be read (${reason.message}); restored from ${result.restoredFrom}${aside}`);
   });
   events.on("storage:migrated", ({ tasks }) => notice(ctx, `converted the legacy todo store to the current format (${tasks} tasks)`));
+  // A change queued after a failed first attempt and then refused by the stored state when it
+  // was finally written (another process changed the task meanwhile) is dropped by core: the
+  // command must fail, not exit 0 as if it had been written.
+  let refused: unknown;
+  events.on("persistence:conflict", ({ error }) => {
+    refused ??= error;
+  });
   let result: T | undefined;
   let failure: unknown;
   let worked = false;
@@ -88,6 +95,7 @@ export async function withStore<T>(
       failure = new TaskStoreError(code, `${message} (nothing was written)`, { cause: error });
     } else failure ??= error;
   }
+  if (failure === undefined && refused !== undefined) failure = refused;
   if (failure !== undefined) throw withStoreName(failure, store.display);
   return result as T;
 }

@@ -5,6 +5,7 @@ import { EventBus, type StorageData, type StoredTask, TaskManager, TaskRepositor
 import { JSONFileStorageDriver } from "@taskstore/driver-json-file";
 import { Low } from "lowdb";
 import { JSONFile } from "lowdb/node";
+import { median } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 // The JSON file driver through TaskManager, beside: the seed's naive design (the whole file
@@ -210,11 +211,6 @@ function makeData(size: number): StorageData {
 
 function pick<T>(items: readonly T[], i: number): T {
   return items[Math.abs(i * 7919) % items.length] as T;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
 function round(value: number): number {

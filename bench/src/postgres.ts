@@ -1,7 +1,8 @@
-import { EventBus, type StorageData, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
+import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
 import { PostgresStorageDriver } from "@taskstore/driver-postgres";
 import { startPostgres } from "@taskstore/test-services";
 import pg from "pg";
+import { loadRows, medians, opsPerSec, overhead, rawTaskBody, seedTasks, storeOf } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -35,17 +36,17 @@ async function suite(url: string, options: BenchOptions): Promise<BenchRow[]> {
     ["appendOutput, 32 concurrent, 1,000 tasks", (kind, schema) => measure(url, kind, schema, "append", rounds, 32)],
   ];
   for (const [scenario, bench] of scenarios) {
-    const [driver, raw, minimal] = (await medians(url, runs, [
-      (schema) => bench("driver", schema),
-      (schema) => bench("raw", schema),
-      (schema) => bench("minimal", schema),
+    const [driver, raw, minimal] = (await medians(runs, [
+      fresh(url, (schema) => bench("driver", schema)),
+      fresh(url, (schema) => bench("raw", schema)),
+      fresh(url, (schema) => bench("minimal", schema)),
     ])) as [number, number, number];
     rows.push({
       scenario,
       subject: "postgres driver (TaskManager)",
       opsPerSec: driver,
       latencyMs: 1000 / driver,
-      note: ratio(driver, raw),
+      note: overhead(driver, raw),
     });
     rows.push({ scenario, subject: "raw pg, same statements", opsPerSec: raw, latencyMs: 1000 / raw });
     rows.push({
@@ -53,48 +54,33 @@ async function suite(url: string, options: BenchOptions): Promise<BenchRow[]> {
       subject: "raw pg, minimal (no lock, read, NOTIFY)",
       opsPerSec: minimal,
       latencyMs: 1000 / minimal,
-      note: ratio(driver, minimal),
+      note: overhead(driver, minimal),
     });
   }
   const scenario = "load of 1,000 tasks";
-  const [loadData, loadManager, loadRaw] = (await medians(url, options.quick ? 3 : 7, [
-    (schema) => measureLoad(url, "loadData", schema),
-    (schema) => measureLoad(url, "manager", schema),
-    (schema) => measureLoad(url, "raw", schema),
+  const [loadData, loadManager, loadRaw] = (await medians(options.quick ? 3 : 7, [
+    fresh(url, (schema) => measureLoad(url, "loadData", schema)),
+    fresh(url, (schema) => measureLoad(url, "manager", schema)),
+    fresh(url, (schema) => measureLoad(url, "raw", schema)),
   ])) as [number, number, number];
-  rows.push({
-    scenario,
-    subject: "postgres driver loadData()",
-    opsPerSec: loadData,
-    latencyMs: 1000 / loadData,
-    note: ratio(loadData, loadRaw),
-  });
-  rows.push({ scenario, subject: "TaskManager.loadFromRepository() (validates)", opsPerSec: loadManager, latencyMs: 1000 / loadManager });
-  rows.push({ scenario, subject: "raw pg (two SELECTs + JSON)", opsPerSec: loadRaw, latencyMs: 1000 / loadRaw });
+  rows.push(...loadRows(scenario, "postgres driver", "raw pg (two SELECTs + JSON)", [loadData, loadManager, loadRaw]));
   return rows;
 }
 
 type Kind = "driver" | "raw" | "minimal";
 
-/** Runs each bench `runs` times, alternating, each on a fresh schema; returns each one's median. */
-async function medians(url: string, runs: number, benches: ((schema: string) => Promise<number>)[]): Promise<number[]> {
-  const results: number[][] = benches.map(() => []);
-  let n = 0;
-  for (let i = 0; i < runs; i++) {
-    for (const [k, bench] of benches.entries()) {
-      const schema = `bench_${process.pid}_${n++}`;
-      try {
-        results[k]?.push(await bench(schema));
-      } finally {
-        await sql(url, `DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      }
-    }
-  }
-  return results.map((values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] as number);
-}
+let schemas = 0;
 
-function ratio(driver: number, raw: number): string {
-  return `overhead ${(raw / driver).toFixed(2)}x raw`;
+/** A bench that runs on a fresh schema, dropped afterwards. */
+function fresh(url: string, bench: (schema: string) => Promise<number>): () => Promise<number> {
+  return async () => {
+    const schema = `bench_${process.pid}_${schemas++}`;
+    try {
+      return await bench(schema);
+    } finally {
+      await sql(url, `DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  };
 }
 
 async function sql(url: string, text: string): Promise<void> {
@@ -104,31 +90,11 @@ async function sql(url: string, text: string): Promise<void> {
   await client.end();
 }
 
-function seedTasks(count: number): StoredTask[] {
-  const now = Date.now();
-  return Array.from({ length: count }, (_, i) => ({
-    id: `seed-${String(i).padStart(6, "0")}`,
-    title: `seeded task ${i}`,
-    description: "a task that was there before the benchmark started",
-    status: "running" as const,
-    progress: { percent: i % 100 },
-    metadata: { index: i, tags: ["bench"] },
-    createdAt: now + i,
-    updatedAt: now + i,
-    children: [],
-    logs: [
-      { timestamp: now + i, output: `seeded output ${i}`, type: "log" as const },
-      { timestamp: now + i + 1, output: "second line", type: "stdout" as const },
-    ],
-  }));
-}
-
 async function seed(url: string, schema: string): Promise<StoredTask[]> {
-  const tasks = seedTasks(1_000);
+  const tasks = seedTasks(1_000, 2);
   const driver = new PostgresStorageDriver({ connectionString: url, schema });
   await driver.initialize();
-  const data: StorageData = { version: "1.0.0", tasks, metadata: { lastUpdated: Date.now(), totalTasks: tasks.length } };
-  await driver.saveData(data);
+  await driver.saveData(storeOf(tasks));
   await driver.close();
   return tasks;
 }
@@ -148,20 +114,11 @@ async function measure(url: string, kind: Kind, schema: string, op: "create" | "
     );
     await manager.loadFromRepository();
     for (let i = 0; i < WARMUP; i++) await manager.appendOutput(target(i), "warm-up");
-    const start = performance.now();
-    for (let r = 0; r < rounds; r++) {
-      const batch: Promise<unknown>[] = [];
-      for (let w = 0; w < width; w++) {
-        const i = r * width + w;
-        batch.push(
-          op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
-        );
-      }
-      await Promise.all(batch);
-    }
-    const elapsed = performance.now() - start;
+    const result = await opsPerSec(rounds, width, (i) =>
+      op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
+    );
     await manager.close();
-    return (rounds * width * 1000) / elapsed;
+    return result;
   }
 
   const pool = new pg.Pool({ connectionString: url, max: 10 });
@@ -214,18 +171,8 @@ async function measure(url: string, kind: Kind, schema: string, op: "create" | "
     }
   };
   const create = async (i: number) => {
-    const now = Date.now();
-    const id = `raw-${String(i).padStart(8, "0")}`;
-    const task = {
-      id,
-      title: `bench ${i}`,
-      status: "pending",
-      progress: { percent: 0 },
-      metadata: { i },
-      createdAt: now,
-      updatedAt: now,
-      children: [],
-    };
+    const task = rawTaskBody(i);
+    const id = task.id;
     if (kind === "raw") return same(id, task);
     await pool.query(`INSERT INTO ${s}.tasks (id, parent_id, status, body) VALUES ($1, NULL, 'pending', $2::jsonb)`, [
       id,
@@ -233,18 +180,9 @@ async function measure(url: string, kind: Kind, schema: string, op: "create" | "
     ]);
   };
   for (let i = 0; i < WARMUP; i++) await append(target(i), "warm-up");
-  const start = performance.now();
-  for (let r = 0; r < rounds; r++) {
-    const batch: Promise<unknown>[] = [];
-    for (let w = 0; w < width; w++) {
-      const i = r * width + w;
-      batch.push(op === "create" ? create(i) : append(target(i), `line ${i}`));
-    }
-    await Promise.all(batch);
-  }
-  const elapsed = performance.now() - start;
+  const result = await opsPerSec(rounds, width, (i) => (op === "create" ? create(i) : append(target(i), `line ${i}`)));
   await pool.end();
-  return (rounds * width * 1000) / elapsed;
+  return result;
 }
 
 /** Loads per second of a store of 1,000 tasks, each with two log entries. */

@@ -3,6 +3,7 @@ import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@tasksto
 import { RedisStorageDriver } from "@taskstore/driver-redis";
 import { startRedis } from "@taskstore/test-services";
 import { Redis } from "ioredis";
+import { loadRows, medians, overhead, storeOf, timed } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -26,7 +27,7 @@ export const run: BenchSuite = async (options: BenchOptions) => {
     ];
     for (const [scenario, bench] of scenarios) {
       const [driver, direct] = (await medians(runs, [() => bench("driver"), () => bench("raw")])) as [number, number];
-      rows.push({ scenario, subject: "redis driver (TaskManager)", opsPerSec: driver, note: ratio(driver, direct) });
+      rows.push({ scenario, subject: "redis driver (TaskManager)", opsPerSec: driver, note: overhead(driver, direct) });
       rows.push({ scenario, subject: "raw ioredis", opsPerSec: direct });
     }
     const scenario = "load of 1,000 tasks (5 log entries each)";
@@ -35,15 +36,7 @@ export const run: BenchSuite = async (options: BenchOptions) => {
       () => measureLoad(server.url, raw, "manager"),
       () => measureLoad(server.url, raw, "raw"),
     ])) as [number, number, number];
-    rows.push({
-      scenario,
-      subject: "redis driver loadData()",
-      opsPerSec: loadData,
-      latencyMs: 1000 / loadData,
-      note: ratio(loadData, direct),
-    });
-    rows.push({ scenario, subject: "TaskManager.loadFromRepository() (validates)", opsPerSec: manager, latencyMs: 1000 / manager });
-    rows.push({ scenario, subject: "raw ioredis (pipeline + JSON.parse)", opsPerSec: direct, latencyMs: 1000 / direct });
+    rows.push(...loadRows(scenario, "redis driver", "raw ioredis (pipeline + JSON.parse)", [loadData, manager, direct]));
   } finally {
     raw.disconnect();
     await server.stop();
@@ -63,7 +56,7 @@ async function measureWrites(
   const seed = seedTasks(1_000);
   const seeder = new RedisStorageDriver({ url, prefix });
   await seeder.initialize();
-  await seeder.saveData({ version: "1.0.0", tasks: seed, metadata: { lastUpdated: Date.now(), totalTasks: seed.length } });
+  await seeder.saveData(storeOf(seed));
   await seeder.close();
   const pick = (i: number) => (seed[(i * 7919) % seed.length] as StoredTask).id;
   let elapsed: number;
@@ -113,7 +106,7 @@ async function measureLoad(url: string, raw: Redis, kind: "loadData" | "manager"
   const seed = seedTasks(1_000);
   const driver = new RedisStorageDriver({ url, prefix });
   await driver.initialize();
-  await driver.saveData({ version: "1.0.0", tasks: seed, metadata: { lastUpdated: Date.now(), totalTasks: seed.length } });
+  await driver.saveData(storeOf(seed));
   const start = performance.now();
   if (kind === "loadData") {
     await driver.loadData();
@@ -138,13 +131,6 @@ async function measureLoad(url: string, raw: Redis, kind: "loadData" | "manager"
   return 1000 / elapsed;
 }
 
-/** `rounds` rounds of `width` operations started together; returns the elapsed ms. */
-async function timed(rounds: number, width: number, one: (i: number) => Promise<unknown>): Promise<number> {
-  const start = performance.now();
-  for (let r = 0; r < rounds; r++) await Promise.all(Array.from({ length: width }, (_, k) => one(r * width + k)));
-  return performance.now() - start;
-}
-
 async function deletePrefix(raw: Redis, prefix: string): Promise<void> {
   let cursor = "0";
   do {
@@ -152,17 +138,6 @@ async function deletePrefix(raw: Redis, prefix: string): Promise<void> {
     cursor = next;
     if (keys.length > 0) await raw.unlink(...keys);
   } while (cursor !== "0");
-}
-
-/** Runs each bench `runs` times, alternating; returns each one's median. */
-async function medians(runs: number, benches: (() => Promise<number>)[]): Promise<number[]> {
-  const results: number[][] = benches.map(() => []);
-  for (let i = 0; i < runs; i++) for (const [k, bench] of benches.entries()) results[k]?.push(await bench());
-  return results.map((values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] as number);
-}
-
-function ratio(driver: number, raw: number): string {
-  return `overhead ${(raw / driver).toFixed(2)}x raw`;
 }
 
 function seedTasks(count: number): StoredTask[] {

@@ -2,6 +2,7 @@ import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3
 import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
 import { S3StorageDriver, type S3StorageDriverOptions } from "@taskstore/driver-s3";
 import { type S3Server, startS3 } from "@taskstore/test-services";
+import { medianOf, opsPerSec } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -95,23 +96,19 @@ async function suite(server: S3Server, bucket: string, options: BenchOptions): P
       const { manager, ids } = await seeded();
       try {
         let i = 0;
-        const start = performance.now();
-        for (let r = 0; r < rounds; r++) {
-          await Promise.all(Array.from({ length: 32 }, () => manager.appendOutput(ids[i++ % ids.length] as string, `line ${i}`)));
-        }
-        return (rounds * 32 * 1000) / (performance.now() - start);
+        return await opsPerSec(rounds, 32, () => manager.appendOutput(ids[i++ % ids.length] as string, `line ${i}`));
       } finally {
         await manager.close();
       }
     };
 
     await rawPut(); // warm the gateway and the bucket index
-    const put = await median(runs, rawPut);
-    const commit = await median(runs, rawCommit);
-    const whole = await median(runs, naive);
-    const created = await median(runs, create);
-    const appended = await median(runs, append);
-    const concurrent = await median(runs, appendConcurrent);
+    const put = await medianOf(runs, rawPut);
+    const commit = await medianOf(runs, rawCommit);
+    const whole = await medianOf(runs, naive);
+    const created = await medianOf(runs, create);
+    const appended = await medianOf(runs, append);
+    const concurrent = await medianOf(runs, appendConcurrent);
     const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x of ${b.toFixed(0)} ops/s`;
     const row = (scenario: string, subject: string, opsPerSec: number, note?: string): BenchRow => ({
       scenario,
@@ -140,7 +137,7 @@ async function suite(server: S3Server, bucket: string, options: BenchOptions): P
     const { manager, prefix } = await seeded();
     await manager.close();
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: "naive/tasks.json", Body: wholeStore }));
-    const loadDriver = await median(loads, async () => {
+    const loadDriver = await medianOf(loads, async () => {
       const driver = new S3StorageDriver(driverOptions(prefix));
       await driver.initialize();
       const start = performance.now();
@@ -150,7 +147,7 @@ async function suite(server: S3Server, bucket: string, options: BenchOptions): P
       if (data.tasks.length !== 1_000) throw new Error(`bench: loaded ${data.tasks.length} tasks`);
       return 1000 / ms;
     });
-    const loadRaw = await median(loads, async () => {
+    const loadRaw = await medianOf(loads, async () => {
       const start = performance.now();
       const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: "naive/tasks.json" }));
       JSON.parse((await out.Body?.transformToString()) ?? "");
@@ -178,15 +175,7 @@ function task(id: string): StoredTask {
   };
 }
 
-async function timeOps(count: number, op: () => Promise<unknown>): Promise<number> {
-  const start = performance.now();
-  for (let i = 0; i < count; i++) await op();
-  return (count * 1000) / (performance.now() - start);
-}
-
-async function median(runs: number, measure: () => Promise<number>): Promise<number> {
-  const values: number[] = [];
-  for (let i = 0; i < runs; i++) values.push(await measure());
-  values.sort((a, b) => a - b);
-  return values[Math.floor(values.length / 2)] as number;
+/** ops/s of `count` operations one after the other. */
+function timeOps(count: number, op: () => Promise<unknown>): Promise<number> {
+  return opsPerSec(count, 1, op);
 }

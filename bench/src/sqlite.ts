@@ -1,9 +1,8 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { EventBus, type StorageData, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
+import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
 import { SQLiteStorageDriver, type SynchronousLevel } from "@taskstore/driver-sqlite";
 import Database from "better-sqlite3";
+import { inTempDir, loadRows, medians, opsPerSec, overhead, rawTaskBody, seedTasks, storeOf } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -28,69 +27,27 @@ export const run: BenchSuite = async (options: BenchOptions) => {
     ];
     for (const [scenario, bench] of scenarios) {
       // Alternating runs, so that a slow spell of the disk's fsync hits both sides alike.
-      const [driver, raw] = (await medians(runs, [(dir) => bench("driver", dir), (dir) => bench("raw", dir)])) as [number, number];
-      rows.push({ scenario, subject: "sqlite driver (TaskManager)", opsPerSec: driver, note: ratio(driver, raw) });
+      const [driver, raw] = (await medians(runs, [fresh((dir) => bench("driver", dir)), fresh((dir) => bench("raw", dir))])) as [
+        number,
+        number,
+      ];
+      rows.push({ scenario, subject: "sqlite driver (TaskManager)", opsPerSec: driver, note: overhead(driver, raw) });
       rows.push({ scenario, subject: "raw better-sqlite3", opsPerSec: raw });
     }
   }
   const loads = options.quick ? 2_000 : 10_000;
   const scenario = `load of ${loads.toLocaleString("en-US")} tasks`;
   const [loadData, loadManager, loadRaw] = (await medians(runs, [
-    (dir) => measureLoad("loadData", dir, loads),
-    (dir) => measureLoad("manager", dir, loads),
-    (dir) => measureLoad("raw", dir, loads),
+    fresh((dir) => measureLoad("loadData", dir, loads)),
+    fresh((dir) => measureLoad("manager", dir, loads)),
+    fresh((dir) => measureLoad("raw", dir, loads)),
   ])) as [number, number, number];
-  rows.push({
-    scenario,
-    subject: "sqlite driver loadData()",
-    opsPerSec: loadData,
-    latencyMs: 1000 / loadData,
-    note: ratio(loadData, loadRaw),
-  });
-  rows.push({ scenario, subject: "TaskManager.loadFromRepository() (validates)", opsPerSec: loadManager, latencyMs: 1000 / loadManager });
-  rows.push({ scenario, subject: "raw better-sqlite3 (rows + JSON.parse)", opsPerSec: loadRaw, latencyMs: 1000 / loadRaw });
+  rows.push(...loadRows(scenario, "sqlite driver", "raw better-sqlite3 (rows + JSON.parse)", [loadData, loadManager, loadRaw]));
   return rows;
 };
 
-/** Runs each bench `runs` times, alternating, each in a fresh folder; returns each one's median. */
-async function medians(runs: number, benches: ((dir: string) => Promise<number>)[]): Promise<number[]> {
-  const results: number[][] = benches.map(() => []);
-  for (let i = 0; i < runs; i++) {
-    for (const [k, bench] of benches.entries()) {
-      const dir = mkdtempSync(path.join(os.tmpdir(), "taskstore-bench-sqlite-"));
-      try {
-        results[k]?.push(await bench(dir));
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    }
-  }
-  return results.map((values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] as number);
-}
-
-function ratio(driver: number, raw: number): string {
-  return `overhead ${(raw / driver).toFixed(2)}x raw`;
-}
-
-function seedTasks(count: number): StoredTask[] {
-  const now = Date.now();
-  return Array.from({ length: count }, (_, i) => ({
-    id: `seed-${String(i).padStart(6, "0")}`,
-    title: `seeded task ${i}`,
-    description: "a task that was there before the benchmark started",
-    status: "running" as const,
-    progress: { percent: i % 100 },
-    metadata: { index: i, tags: ["bench"] },
-    createdAt: now + i,
-    updatedAt: now + i,
-    children: [],
-    logs: [{ timestamp: now + i, output: `seeded output ${i}`, type: "log" as const }],
-  }));
-}
-
-function storeOf(tasks: StoredTask[]): StorageData {
-  return { version: "1.0.0", tasks, metadata: { lastUpdated: Date.now(), totalTasks: tasks.length } };
-}
+/** Each bench run in a fresh folder. */
+const fresh = (bench: (dir: string) => Promise<number>) => inTempDir("taskstore-bench-sqlite-", bench);
 
 /** Operations before the clock starts: statement caches, JIT and the WAL file's first growth. */
 const WARMUP = 50;
@@ -119,20 +76,11 @@ async function measure(
     );
     await manager.loadFromRepository();
     for (let i = 0; i < WARMUP; i++) await manager.appendOutput(target(i), "warm-up");
-    const start = performance.now();
-    for (let r = 0; r < rounds; r++) {
-      const batch: Promise<unknown>[] = [];
-      for (let w = 0; w < width; w++) {
-        const i = r * width + w;
-        batch.push(
-          op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
-        );
-      }
-      await Promise.all(batch);
-    }
-    const elapsed = performance.now() - start;
+    const result = await opsPerSec(rounds, width, (i) =>
+      op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
+    );
     await manager.close();
-    return (rounds * width * 1000) / elapsed;
+    return result;
   }
 
   const db = new Database(file);
@@ -155,19 +103,8 @@ async function measure(
     for (let w = 0; w < width; w++) {
       const i = r * width + w;
       if (op === "create") {
-        const now = Date.now();
-        const id = `raw-${String(i).padStart(8, "0")}`;
-        const task = {
-          id,
-          title: `bench ${i}`,
-          status: "pending",
-          progress: { percent: 0 },
-          metadata: { i },
-          createdAt: now,
-          updatedAt: now,
-          children: [],
-        };
-        insertTask.run(id, null, "pending", JSON.stringify(task));
+        const task = rawTaskBody(i);
+        insertTask.run(task.id, null, "pending", JSON.stringify(task));
       } else {
         append(target(i), `line ${i}`);
       }
@@ -182,8 +119,7 @@ async function measure(
 /** Loads per second of a store of `count` tasks, each with two log entries. */
 async function measureLoad(kind: "loadData" | "manager" | "raw", dir: string, count: number): Promise<number> {
   const file = path.join(dir, "tasks.db");
-  const seeded = seedTasks(count);
-  for (const task of seeded) task.logs.push({ timestamp: task.createdAt + 1, output: "second line", type: "stdout" });
+  const seeded = seedTasks(count, 2);
   const seed = new SQLiteStorageDriver({ path: file });
   await seed.initialize();
   await seed.saveData(storeOf(seeded));

@@ -1,7 +1,8 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PostgresStorageDriver, type PostgresStorageDriverOptions } from "@taskstore/driver-postgres";
+import { runNodeScript, startNodeScript } from "@taskstore/test-services";
 import pg from "pg";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -40,35 +41,10 @@ export function buildPackage(): void {
 
 /** Runs a fixture with plain node; resolves with its stdout once it exits with code 0. */
 export function runFixture(name: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(here, "fixtures", name), ...args], { cwd: packageDir });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (chunk) => {
-      out += chunk;
-    });
-    child.stderr.on("data", (chunk) => {
-      err += chunk;
-    });
-    child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${name} exited with ${code}: ${err}`))));
-  });
+  return runNodeScript(path.join(here, "fixtures", name), args, { cwd: packageDir });
 }
 
-/** Starts a fixture and calls `onLine` for each line of its stdout. */
+/** Starts a fixture with plain node and calls `onLine` for each line of its stdout. */
 export function startFixture(name: string, args: string[], onLine: (line: string) => void): ChildProcess {
-  const child = spawn(process.execPath, [path.join(here, "fixtures", name), ...args], {
-    cwd: packageDir,
-    stdio: ["pipe", "pipe", "inherit"],
-  });
-  let buffer = "";
-  child.stdout?.on("data", (chunk) => {
-    buffer += chunk;
-    let newline = buffer.indexOf("\n");
-    while (newline >= 0) {
-      onLine(buffer.slice(0, newline));
-      buffer = buffer.slice(newline + 1);
-      newline = buffer.indexOf("\n");
-    }
-  });
-  return child;
+  return startNodeScript(path.join(here, "fixtures", name), args, onLine, { cwd: packageDir, stdin: "pipe" });
 }

@@ -1,5 +1,5 @@
 import { EventBus, type StoredTask, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
-import { type PostgresServer, startPostgres } from "@taskstore/test-services";
+import { type PostgresServer, runWorkload, startPostgres } from "@taskstore/test-services";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildPackage, driverOn, freshSchema, runFixture, startFixture } from "./helpers.js";
 
@@ -29,43 +29,19 @@ async function until(check: () => boolean | Promise<boolean>, what: string, time
 
 describe("several processes on one PostgreSQL store", () => {
   it("four processes doing 100 mixed operations each through TaskManager lose nothing", async () => {
-    const schema = freshSchema();
-    const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: driverOn(server.url, schema) }));
-    await manager.loadFromRepository();
-    const sharedId = await manager.create({ title: "shared" });
-    await manager.close();
-
-    const outputs = await Promise.all(
-      [1, 2, 3, 4].map((worker) => runFixture("mixed-worker.mjs", [server.url, schema, String(worker), sharedId, "100"])),
-    );
-    const reports = outputs.map(
-      (out) =>
-        JSON.parse(out.trim()) as {
-          expected: [string, { title: string; percent: number; outputs: string[] }][];
-          deleted: string[];
-          sharedOutputs: string[];
-          errors: string[];
-        },
-    );
-    const tasks = await loadTasks(schema);
-    for (const report of reports) {
-      expect(report.errors).toEqual([]);
-      for (const [id, want] of report.expected) {
-        const task = tasks.get(id);
-        expect(task, `task ${id}`).toBeDefined();
-        expect(task?.title).toBe(want.title);
-        expect(task?.progress.percent).toBe(want.percent);
-        expect(task?.logs.map((entry) => entry.output)).toEqual(want.outputs);
-      }
-      for (const id of report.deleted) expect(tasks.has(id)).toBe(false);
-    }
-    const shared = tasks.get(sharedId) as StoredTask;
-    const allShared = reports.flatMap((report) => report.sharedOutputs);
-    expect(shared.logs).toHaveLength(allShared.length);
-    expect(new Set(shared.logs.map((entry) => entry.output))).toEqual(new Set(allShared));
-    const live = reports.flatMap((report) => report.expected.map(([id]) => id));
-    expect(new Set(shared.children)).toEqual(new Set(live));
-    expect(tasks.size).toBe(live.length + 1);
+    const { reports, problems } = await runWorkload({
+      core: import.meta.resolve("@taskstore/core"),
+      driver: {
+        module: import.meta.resolve("@taskstore/driver-postgres"),
+        export: "PostgresStorageDriver",
+        options: { connectionString: server.url, schema: freshSchema() },
+      },
+      processes: 4,
+      operations: 100,
+      concurrency: 10,
+    });
+    expect(problems).toEqual([]);
+    expect(reports).toHaveLength(4);
   });
 
   it("two processes starting together on a new store run its migrations once", async () => {

@@ -1,15 +1,9 @@
-import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
-import { EventBus, type StoredTask, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
+import { type StoredTask, TaskRepository, TaskStoreError } from "@taskstore/core";
 import { S3StorageDriver } from "@taskstore/driver-s3";
-import { type S3Server, startS3 } from "@taskstore/test-services";
+import { runWorkload, type S3Server, startS3 } from "@taskstore/test-services";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type FaultProxy, startFaultProxy } from "./fault-proxy.js";
 import { driverOptions, uniquePrefix } from "./helpers.js";
-
-const run = promisify(execFile);
-const worker = fileURLToPath(new URL("./fixtures/worker.mjs", import.meta.url));
 
 let server: S3Server;
 let bucket: string;
@@ -30,42 +24,19 @@ async function loadAll(prefix: string): Promise<StoredTask[]> {
 
 describe("several processes on one store", () => {
   it("four processes doing 100 mixed operations each lose nothing", async () => {
-    const prefix = uniquePrefix("procs");
-    const seed = new TaskManager(
-      new EventBus(),
-      new TaskRepository({ driver: new S3StorageDriver(driverOptions(server, bucket, prefix)) }),
-    );
-    await seed.loadFromRepository();
-    const sharedId = await seed.create({ title: "shared parent" });
-    await seed.close();
-    const options = JSON.stringify(driverOptions(server, bucket, prefix));
-    const results = await Promise.all(
-      [0, 1, 2, 3].map(async (n) => {
-        const { stdout } = await run(process.execPath, [worker, options, String(n), "100", sharedId], { timeout: 240_000 });
-        return JSON.parse(stdout.trim().split("\n").at(-1) as string) as {
-          live: Record<string, { title: string; percent: number; status: string; lines: string[] }>;
-          deleted: string[];
-          sharedLines: string[];
-        };
-      }),
-    );
-    const tasks = new Map((await loadAll(prefix)).map((task) => [task.id, task]));
-    const shared = tasks.get(sharedId) as StoredTask;
-    for (const result of results) {
-      for (const [id, expected] of Object.entries(result.live)) {
-        const task = tasks.get(id);
-        expect(task, `task ${id}`).toBeDefined();
-        expect(task).toMatchObject({ title: expected.title, status: expected.status, progress: { percent: expected.percent } });
-        expect(task?.logs.map((entry) => entry.output)).toEqual(expected.lines);
-      }
-      for (const id of result.deleted) expect(tasks.has(id), `deleted ${id}`).toBe(false);
-      const sharedOutputs = shared.logs.map((entry) => entry.output);
-      expect(sharedOutputs.filter((line) => result.sharedLines.includes(line))).toEqual(result.sharedLines);
-    }
-    const expectedLines = results.reduce((sum, result) => sum + result.sharedLines.length, 0);
-    expect(shared.logs).toHaveLength(expectedLines);
-    const childIds = new Set(shared.children);
-    for (const task of tasks.values()) if (task.parentId === sharedId) expect(childIds.has(task.id)).toBe(true);
+    const { reports, problems } = await runWorkload({
+      core: import.meta.resolve("@taskstore/core"),
+      driver: {
+        module: import.meta.resolve("@taskstore/driver-s3"),
+        export: "S3StorageDriver",
+        options: driverOptions(server, bucket, uniquePrefix("procs")),
+      },
+      processes: 4,
+      operations: 100,
+      concurrency: 1,
+    });
+    expect(problems).toEqual([]);
+    expect(reports).toHaveLength(4);
   }, 300_000);
 });
 

@@ -1,6 +1,8 @@
+export { exited, type NodeScriptOptions, runNodeScript, startNodeScript } from "./children.js";
 export { dockerReachable } from "./docker.js";
 export { ServiceUnavailableError } from "./errors.js";
 export * from "./postgres.js";
 export { freePort } from "./processes.js";
 export { type RedisCluster, type RedisServer, type StartRedisOptions, startRedis, startRedisCluster } from "./redis.js";
 export * from "./s3.js";
+export * from "./workload.js";

@@ -93,6 +93,7 @@ export class TaskRepository {
   private readonly queue: QueuedChangeSet[] = [];
   private worker: Promise<void> | undefined;
   private io: Promise<unknown> = Promise.resolve();
+  private locked: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelay: number;
   private lastWriteError: TaskStoreError | undefined;
@@ -442,15 +443,26 @@ export class TaskRepository {
     return data;
   }
 
-  private async withLock<T>(work: () => Promise<T>): Promise<T> {
-    await this.initialize();
-    const driver = await this.getDriver();
-    await driver.acquireLock();
-    try {
-      return await work();
-    } finally {
-      await driver.releaseLock().catch((error) => this.record(toStoreError(error, `${driverName(driver)}: releaseLock`), "releaseLock"));
-    }
+  /**
+   * Runs `work` holding the driver's lock. Sections of this repository take turns first: a
+   * driver's lock is per instance (a second acquireLock() by its holder may return at once), so
+   * without the turn a recovery and a restore in one process could both "hold" it and the first
+   * release would free it under the second.
+   */
+  private withLock<T>(work: () => Promise<T>): Promise<T> {
+    const section = async () => {
+      await this.initialize();
+      const driver = await this.getDriver();
+      await driver.acquireLock();
+      try {
+        return await work();
+      } finally {
+        await driver.releaseLock().catch((error) => this.record(toStoreError(error, `${driverName(driver)}: releaseLock`), "releaseLock"));
+      }
+    };
+    const next = this.locked.then(section, section);
+    this.locked = next.catch(() => undefined);
+    return next;
   }
 
   // -------------------------------------------------------------------------------------------

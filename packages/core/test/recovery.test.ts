@@ -125,3 +125,27 @@ describe("a store damaged while a manager is running", () => {
     await manager.close();
   });
 });
+
+describe("sections under the driver's lock", () => {
+  it("take turns within one repository, even when the driver lets its holder acquire again", async () => {
+    // A driver whose acquireLock() returns at once for its holder, as some real drivers do.
+    const driver = new MemoryStorageDriver();
+    let held = false;
+    let overlapped = false;
+    const acquire = driver.acquireLock.bind(driver);
+    const release = driver.releaseLock.bind(driver);
+    driver.acquireLock = async () => {
+      if (held) overlapped = true;
+      else await acquire();
+      held = true;
+    };
+    driver.releaseLock = async () => {
+      held = false;
+      await release();
+    };
+    const repository = new TaskRepository({ driver });
+    await repository.backup();
+    await Promise.all([repository.restore(), repository.restore(), repository.restore()]);
+    expect(overlapped).toBe(false);
+  });
+});

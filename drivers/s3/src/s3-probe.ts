@@ -1,8 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { StorageUnavailableError } from "@taskstore/core";
+import { StorageUnavailableError, UnsupportedError } from "@taskstore/core";
 import type { EtagQuoting, S3Io } from "./s3-io.js";
 
-export class UnsafeEndpointError extends StorageUnavailableError {}
+/**
+ * UNSUPPORTED, not STORAGE_UNAVAILABLE: the endpoint is the wrong kind of server, which retrying
+ * cannot fix, so initialize() fails at once instead of being retried as an outage.
+ */
+export class UnsafeEndpointError extends UnsupportedError {}
 
 /**
  * Proves that the endpoint enforces the two conditions every write of this driver relies on, on a

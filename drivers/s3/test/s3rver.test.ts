@@ -38,7 +38,7 @@ const options = () => ({
 });
 
 describe("initialize() against a server that ignores conditional writes (s3rver)", () => {
-  it("refuses it with STORAGE_UNAVAILABLE, saying that it ignores If-None-Match", async () => {
+  it("refuses it with UNSUPPORTED (not retried as an outage), saying that it ignores If-None-Match", async () => {
     const driver = new S3StorageDriver(options());
     try {
       const failure = await driver.initialize().then(
@@ -46,7 +46,7 @@ describe("initialize() against a server that ignores conditional writes (s3rver)
         (error: unknown) => error,
       );
       expect(failure).toBeInstanceOf(UnsafeEndpointError);
-      expect(TaskStoreError.hasCode(failure, "STORAGE_UNAVAILABLE")).toBe(true);
+      expect(TaskStoreError.hasCode(failure, "UNSUPPORTED")).toBe(true);
       expect((failure as Error).message).toMatch(/ignores If-None-Match/);
       expect((failure as Error).message).toMatch(/unsafeAllowUnconditionalWrites/);
     } finally {

@@ -490,11 +490,12 @@ export class TaskRepository {
         } catch (error) {
           failure = toStoreError(error, `${driverName(this.driverInstance)}: write`);
         }
-        // Only a store this version must not write fails a whole batch for good. Anything else
-        // thrown by the write as a whole (an outage, or a CONFLICT: contention the driver's
-        // retries could not outlast) is retried, keeping the queued change sets rather than
-        // dropping them. A change set's own refusal (its task is gone, its id exists) is per entry.
-        if (failure && failure.code !== "VERSION_UNSUPPORTED") {
+        // A logical failure of the whole write (a store this version must not write, a server of
+        // the wrong kind) fails the batch for good. Anything else, including a CONFLICT of the
+        // whole write (contention the driver's retries could not outlast), is retried like an
+        // outage, keeping the queued change sets rather than dropping them. A change set's own
+        // refusal (its task is gone, its id exists) is per entry, below.
+        if (failure && (!isLogicalError(failure) || failure.code === "CONFLICT")) {
           this.storageFailed(batch, failure);
           return;
         }

@@ -48,9 +48,6 @@ Example: taskstore copy --from file:~/.config/kilocode/tasks.json --to sqlite:/v
             `the target ${target.display} already holds ${existing.length} tasks: use --force to replace them or --merge to add to them`,
           );
         }
-        // Each write waits for the one before it to be fully settled: core's repository can strand a
-        // change set queued while its previous write is finishing (reported to core; see README).
-        const settle = () => target.repository.flush();
         if (force && existing.length > 0) {
           const at = Date.now();
           await target.repository.apply(
@@ -60,7 +57,6 @@ Example: taskstore copy --from file:~/.config/kilocode/tasks.json --to sqlite:/v
         }
         const bar = progressReporter(ctx, tasks.length);
         for (let i = 0; i < tasks.length; i += CHUNK) {
-          await settle();
           await target.repository.saveMany(tasks.slice(i, i + CHUNK));
           bar(Math.min(tasks.length, i + CHUNK));
         }

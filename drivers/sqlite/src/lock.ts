@@ -35,6 +35,7 @@ export class StoreLock {
   private readonly host = hostname();
   private db: Database.Database | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private selectRow: Database.Statement | undefined;
 
   constructor(
     private readonly open: () => Database.Database,
@@ -85,12 +86,25 @@ export class StoreLock {
     return { pid: row.pid, host: row.host, since: row.since, expires: row.expires };
   }
 
+  /**
+   * The holder when another live instance holds the lock, undefined when nobody (or this instance)
+   * does. One read of the lock row, no write. Throws SQLITE_BUSY while the row is being written.
+   */
+  otherHolder(): LockHolder | undefined {
+    if (this.held) return undefined;
+    this.connection();
+    const row = this.selectRow?.get() as LockRow | undefined;
+    if (!row || row.owner === this.owner || this.isStale(row)) return undefined;
+    return { pid: row.pid, host: row.host, since: row.since, expires: row.expires };
+  }
+
   async close(): Promise<void> {
     try {
       await this.release();
     } finally {
       if (this.ownsConnection) this.db?.close();
       this.db = undefined;
+      this.selectRow = undefined;
     }
   }
 
@@ -153,6 +167,7 @@ export class StoreLock {
       this.db.exec(
         "CREATE TABLE IF NOT EXISTS lock (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, since INTEGER NOT NULL, expires INTEGER NOT NULL)",
       );
+      this.selectRow = this.db.prepare("SELECT owner, pid, host, since, expires FROM lock WHERE id = 1");
     }
     return this.db;
   }

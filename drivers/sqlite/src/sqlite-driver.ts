@@ -5,6 +5,7 @@ import {
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
+  LockTimeoutError,
   type LogEntry,
   type RestoreResult,
   SCHEMA_VERSION,
@@ -18,8 +19,8 @@ import {
   type WriteSet,
 } from "@taskstore/core";
 import Database from "better-sqlite3";
-import { type Gate, gateFor, isCorrupt, retryBusy } from "./busy.js";
-import { StoreLock } from "./lock.js";
+import { type Gate, gateFor, isBusy, isCorrupt, retryBusy, sleep } from "./busy.js";
+import { type LockHolder, StoreLock } from "./lock.js";
 import { DB_SCHEMA_VERSION, MIGRATIONS } from "./migrations.js";
 
 /** SQLite's `synchronous` levels in WAL mode; see the README for what each one survives. */
@@ -263,6 +264,18 @@ export class SQLiteStorageDriver implements StorageDriver {
     const path = this.path;
     const source = this.backupPath;
     if (!this.owned || !path || !source) throw new StorageUnavailableError("sqlite: restore needs a database the driver opened by path");
+    // Under the store lock (core already holds it when it restores): other instances' writes
+    // wait, then find the replaced file by its inode and reopen it.
+    const ownLock = !this.lock.held;
+    if (ownLock) await this.acquireLock();
+    try {
+      return await this.replaceWithBackup(path, source);
+    } finally {
+      if (ownLock) await this.lock.release();
+    }
+  }
+
+  private replaceWithBackup(path: string, source: string): Promise<RestoreResult> {
     return this.gate.run(async () => {
       // Copy the backup first: if it is missing or unusable, nothing has been touched.
       const temp = `${path}.restore-${process.pid}-${Date.now()}`;
@@ -305,6 +318,33 @@ export class SQLiteStorageDriver implements StorageDriver {
 
   async acquireLock(): Promise<void> {
     await this.lock.acquire();
+    try {
+      await this.drainWrites();
+    } catch (error) {
+      await this.lock.release().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /**
+   * Takes and releases the database's write lock once (an empty transaction: nothing is written).
+   * A transaction that began before the lock row was written has committed when this returns; one
+   * that begins later reads the row and waits. Skipped when this instance has no usable database
+   * (never opened, or corrupt: then no other instance can commit either).
+   */
+  private async drainWrites(): Promise<void> {
+    if (!this.statements) return;
+    await this.gate.run(async () => {
+      let s: Statements;
+      try {
+        s = await this.ready();
+      } catch (error) {
+        if (error instanceof CorruptDataError) return;
+        throw error;
+      }
+      await retryBusy(() => s.begin.run(), this.lockTimeoutMs, "wait for writes in progress");
+      s.commit.run();
+    });
   }
 
   async releaseLock(): Promise<void> {
@@ -347,20 +387,49 @@ export class SQLiteStorageDriver implements StorageDriver {
 
   // -------------------------------------------------------------------------------------------
 
-  /** Runs `change` in one BEGIN IMMEDIATE transaction, serialized with this process's other instances. */
-  private write(change: (s: Statements) => Promise<void>): Promise<void> {
-    return this.gate.run(async () => {
-      const s = await this.ready();
-      const db = this.db as Database.Database;
-      await retryBusy(() => s.begin.run(), this.lockTimeoutMs, "begin a write");
-      try {
-        await change(s);
-        s.commit.run();
-      } catch (error) {
-        if (db.inTransaction) s.rollback.run();
-        throw this.translate(error, "write");
+  /**
+   * Runs `change` in one BEGIN IMMEDIATE transaction, serialized with this process's other
+   * instances. While another instance holds the store lock, it waits (outside the gate, so that
+   * the holder can work) for up to `lockTimeoutMs`. The lock row is read after BEGIN IMMEDIATE:
+   * a holder's acquireLock() passes through the write lock once after taking the row (see
+   * acquireLock), so every transaction either finished before that or sees the row.
+   */
+  private async write(change: (s: Statements) => Promise<void>): Promise<void> {
+    const deadline = Date.now() + this.lockTimeoutMs;
+    let delay = 5;
+    for (;;) {
+      const blocked = await this.gate.run(async (): Promise<LockHolder | "busy" | undefined> => {
+        const s = await this.ready();
+        const db = this.db as Database.Database;
+        await retryBusy(() => s.begin.run(), Math.max(0, deadline - Date.now()), "begin a write");
+        try {
+          let holder: LockHolder | "busy" | undefined;
+          try {
+            holder = this.lock.otherHolder();
+          } catch (error) {
+            if (!isBusy(error)) throw error;
+            holder = "busy"; // the lock row is being written right now: look again shortly
+          }
+          if (holder) {
+            s.rollback.run();
+            return holder;
+          }
+          await change(s);
+          s.commit.run();
+          return undefined;
+        } catch (error) {
+          if (db.inTransaction) s.rollback.run();
+          throw this.translate(error, "write");
+        }
+      });
+      if (!blocked) return;
+      if (Date.now() >= deadline) {
+        const by = blocked === "busy" ? "" : ` by pid ${blocked.pid} on ${blocked.host} since ${new Date(blocked.since).toISOString()}`;
+        throw new LockTimeoutError(`sqlite: a write waited ${this.lockTimeoutMs} ms for the store lock held${by}`);
       }
-    });
+      await sleep(delay + Math.random() * delay);
+      delay = Math.min(delay * 2, 100);
+    }
   }
 
   /** The statements of an open, current, migrated connection; reopens after a restore elsewhere. */

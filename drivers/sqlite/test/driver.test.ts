@@ -143,6 +143,45 @@ describe("the store lock", () => {
     await waiter.close();
   });
 
+  it("while another instance holds the store lock, a TaskManager's change waits and is written only after release; past lockTimeoutMs it fails with LOCK_TIMEOUT", async () => {
+    const file = store();
+    const holder = new SQLiteStorageDriver({ path: file });
+    const patient = new TaskManager(new EventBus(), new TaskRepository({ driver: new SQLiteStorageDriver({ path: file }) }));
+    const hasty = new TaskManager(
+      new EventBus(),
+      new TaskRepository({ driver: new SQLiteStorageDriver({ path: file, lockTimeoutMs: 200 }) }),
+    );
+    const observer = new SQLiteStorageDriver({ path: file });
+    await holder.initialize();
+    await patient.loadFromRepository();
+    await hasty.loadFromRepository();
+    const stored = async () => (await observer.loadData()).tasks.map((task) => task.title).sort();
+    const errors: { error: { code: string } }[] = [];
+    hasty.eventBus.on("persistence:error", (event) => errors.push(event));
+
+    await holder.acquireLock();
+    let written = false;
+    const waiting = patient.create({ title: "waited" }).then(() => {
+      written = true;
+    });
+    await hasty.create({ title: "timed out" }); // acknowledged in memory, not durable
+    expect(errors.map((event) => event.error.code)).toContain("LOCK_TIMEOUT");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(written).toBe(false);
+    expect(await stored()).toEqual([]);
+
+    // The holder itself is not held up by its own lock.
+    await holder.transact(async () => ({ puts: [], logs: [], deletes: [], version: "1.0.0" }));
+    await holder.releaseLock();
+    await waiting;
+    await hasty.flush();
+    expect(await stored()).toEqual(["timed out", "waited"]);
+    await patient.close();
+    await hasty.close();
+    await holder.close();
+    await observer.close();
+  });
+
   it("the lock of a process killed with SIGKILL is taken over at once, not after the stale period", async () => {
     const file = store();
     const driver = new SQLiteStorageDriver({ path: file, lockTimeoutMs: 2_000, lockStaleMs: 600_000 });

@@ -15,7 +15,7 @@ import {
 import { type EtagQuoting, S3Io } from "./s3-io.js";
 import { S3Lease } from "./s3-lease.js";
 import { probeConditionalWrites } from "./s3-probe.js";
-import { EpochStore, type State } from "./s3-store.js";
+import { EPOCHS, EpochStore, HEAD_KEY, type State } from "./s3-store.js";
 
 export interface S3StorageDriverOptions {
   /** The bucket. It must exist. */
@@ -144,7 +144,9 @@ export class S3StorageDriver implements StorageDriver {
   }
 
   saveData(data: StorageData): Promise<void> {
-    return this.exclusive(() => this.store.replace(data, false));
+    return this.exclusive(async () => {
+      await this.store.replace(data, false);
+    });
   }
 
   transact = (work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> =>
@@ -209,7 +211,15 @@ export class S3StorageDriver implements StorageDriver {
       for (let i = 0; i < live.length; i += 16) {
         await Promise.all(live.slice(i, i + 16).map((key) => this.io.copy(key, aside + key)));
       }
-      await this.store.replace(chosen.data, true);
+      const epoch = await this.store.replace(chosen.data, true);
+      // The replaced store's epochs are sealed now. Deltas that writers still on them committed
+      // after the copy above and before the seal (and the seal) belong to the replaced store:
+      // copy them aside too, so everything acknowledged is in the store or in the aside copy.
+      const copied = new Set(live);
+      const late = (await this.store.liveKeys()).filter(
+        (key) => key !== HEAD_KEY && !copied.has(key) && !key.startsWith(`${EPOCHS}${epoch}/`),
+      );
+      await Promise.all(late.map((key) => this.io.copy(key, aside + key)));
       return { ...(live.length > 0 ? { movedTo: where + aside } : {}), restoredFrom: where + chosen.key };
     });
   }

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { CorruptDataError, SCHEMA_VERSION, type StorageData, TaskTable, type WriteSet } from "@taskstore/core";
+import { ConflictError, CorruptDataError, SCHEMA_VERSION, type StorageData, TaskTable, type WriteSet } from "@taskstore/core";
 import type { S3Io } from "./s3-io.js";
 
 /*
@@ -112,10 +112,11 @@ export class EpochStore {
 
   /**
    * Replaces the whole store with `data` as a new epoch (saveData, restore). Seals the current
-   * epoch at its tip so no writer can commit to it afterwards; a store whose epoch cannot be read
-   * (corrupt) just gets its head replaced.
+   * epoch at its tip so no writer can commit to it afterwards. A store whose epoch cannot be read
+   * (corrupt) gets its head replaced, then every other epoch under `epochs/` sealed at its next
+   * free number (see sealAllBut). Returns the new epoch.
    */
-  async replace(data: StorageData, tolerateCorrupt: boolean): Promise<void> {
+  async replace(data: StorageData, tolerateCorrupt: boolean): Promise<string> {
     for (let attempt = 0; attempt < 50; attempt++) {
       let state: State | undefined;
       try {
@@ -125,7 +126,8 @@ export class EpochStore {
         this.state = undefined;
       }
       if (state?.epoch === undefined && state) {
-        if (await this.createStore(data)) return;
+        const created = await this.createStore(data);
+        if (created) return created;
         continue;
       }
       const epoch = newEpochId();
@@ -138,7 +140,7 @@ export class EpochStore {
         }
         this.startEpoch(state, epoch, data, text.length);
         await this.advanceHead(state).catch((error: Error) => this.warn(error));
-        return;
+        return epoch;
       }
       // Unreadable store: point the head at the new epoch whatever it held.
       const head = await this.io.get(HEAD_KEY);
@@ -146,7 +148,10 @@ export class EpochStore {
       const written = head ? await this.io.putIfMatch(HEAD_KEY, body, head.etag) : await this.io.putIfAbsent(HEAD_KEY, body);
       if (written !== undefined) {
         this.state = undefined;
-        return;
+        // An instance that cached an old epoch would keep committing to it (nothing occupies its
+        // next delta) until it re-reads the head: seal every old epoch so its next create gets 412.
+        await this.sealAllBut(epoch);
+        return epoch;
       }
       await this.io.delete(baseKey(epoch)).catch(() => undefined);
     }
@@ -280,6 +285,42 @@ export class EpochStore {
     return written !== undefined || (await this.isOurs(key, tx));
   }
 
+  /**
+   * Seals every epoch except `next` that does not already end in a seal, so an instance still
+   * committing to one (it cached it before the head moved) gets 412, re-reads, follows the seal
+   * and writes to `next`. The seal goes at the epoch's next free number found by listing; if a
+   * racing writer takes that number first, its delta landed before the seal (it belongs to the
+   * replaced store) and the seal goes at the number after.
+   */
+  private async sealAllBut(next: string): Promise<void> {
+    const last = new Map<string, number>();
+    for (const item of await this.io.list(EPOCHS)) {
+      const match = /^epochs\/([^/]+)\/(?:d\/(\d{12})\.json|base\.json)$/.exec(item.key);
+      if (!match?.[1] || match[1] === next) continue;
+      last.set(match[1], Math.max(last.get(match[1]) ?? 0, match[2] ? Number(match[2]) : 0));
+    }
+    for (const [epoch, seq] of last) {
+      if (seq > 0 && (await this.endsInSeal(epoch, seq))) continue;
+      for (let at = seq + 1; ; at++) {
+        if (at > seq + 1000) throw new ConflictError(`s3: could not seal epoch ${epoch}: writers kept committing to it`);
+        const tx = randomUUID();
+        const key = deltaKey(epoch, at);
+        if ((await this.io.putIfAbsent(key, JSON.stringify({ tx, at: Date.now(), seal: next }))) !== undefined) break;
+        if (await this.isOurs(key, tx)) break;
+      }
+    }
+  }
+
+  private async endsInSeal(epoch: string, seq: number): Promise<boolean> {
+    const found = await this.io.get(deltaKey(epoch, seq));
+    if (!found) return false;
+    try {
+      return "seal" in parseDelta(found.body, deltaKey(epoch, seq));
+    } catch {
+      return false;
+    }
+  }
+
   private startEpoch(state: State, epoch: string, data: StorageData | undefined, bytes: number): void {
     if (data) {
       state.table = TaskTable.fromData(JSON.parse(JSON.stringify(data)) as StorageData);
@@ -292,20 +333,20 @@ export class EpochStore {
     state.deltaBytes = 0;
   }
 
-  /** Creates a new store whose first epoch holds `data`; false when another writer created it first. */
-  private async createStore(data: StorageData): Promise<boolean> {
+  /** Creates a new store whose first epoch holds `data` and returns that epoch; undefined when another writer created it first. */
+  private async createStore(data: StorageData): Promise<string | undefined> {
     const epoch = newEpochId();
     await this.io.putIfAbsent(baseKey(epoch), JSON.stringify({ format: FORMAT, epoch, data }));
     const created = await this.io.putIfAbsent(HEAD_KEY, JSON.stringify({ format: FORMAT, epoch, retired: [] } satisfies Head));
     if (created === undefined) {
       const head = await this.readHead();
-      if (head?.value?.epoch === epoch) return true; // our create, retried after a lost response
+      if (head?.value?.epoch === epoch) return epoch; // our create, retried after a lost response
       await this.io.delete(baseKey(epoch)).catch(() => undefined);
       this.state = undefined;
-      return false;
+      return undefined;
     }
     this.state = undefined;
-    return true;
+    return epoch;
   }
 
   /**

@@ -205,4 +205,33 @@ describe("recovery", () => {
     await repository(prefix).save(makeTask({ id: "after" }));
     expect((await repository(prefix).loadAll()).map((t) => t.id)).toEqual(["kept", "after"]);
   });
+
+  for (const damage of ["a corrupt base", "no damage"] as const) {
+    it(`after a restore (${damage}), an append by an instance still caching the old epoch lands in the restored store`, async () => {
+      const prefix = uniquePrefix();
+      // Instance A writes, so it caches the current epoch; it is never refreshed below.
+      const a = new TaskManager(new EventBus(), repository(prefix));
+      await a.loadFromRepository();
+      const id = await a.create({ title: "kept" });
+      // Instance B backs the store up; it is restored (through core's recovery when damaged).
+      const b = repository(prefix);
+      await b.backup();
+      if (damage === "a corrupt base") {
+        const base = (await listKeys(raw, bucket, `${prefix}epochs/`)).find((key) => key.endsWith("/base.json")) as string;
+        await raw.send(new PutObjectCommand({ Bucket: bucket, Key: base, Body: "{ not json" }));
+        // A fresh instance (B has the base cached) finds the store unreadable and restores.
+        const c = repository(prefix);
+        const recovered: unknown[] = [];
+        c.events.on("storage:recovered", (event) => recovered.push(event));
+        expect((await c.loadAll()).map((t) => t.id)).toEqual([id]);
+        expect(recovered).toHaveLength(1);
+      } else {
+        await b.restore();
+      }
+      await a.appendOutput(id, "written after the restore");
+      await a.flush();
+      const fresh = await repository(prefix).loadAll();
+      expect(fresh.find((t) => t.id === id)?.logs.map((entry) => entry.output)).toEqual(["written after the restore"]);
+    });
+  }
 });

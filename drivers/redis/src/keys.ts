@@ -73,6 +73,11 @@ export class StoreKeys {
     this.channel = `${this.tag}:changes`;
   }
 
+  /** The marker of one `transact()` commit: "1" applied, "void" settled as not applied (with a ttl). */
+  tx(id: string): string {
+    return `${this.tag}:tx:${id}`;
+  }
+
   aside(stamp: string): SpaceKeys {
     return new SpaceKeys(this.tag, `aside:${stamp}`);
   }

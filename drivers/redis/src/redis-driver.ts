@@ -18,10 +18,10 @@ import {
   TaskStoreError,
   type WriteSet,
 } from "@taskstore/core";
-import { Cluster, type ClusterNode, Redis, type RedisOptions } from "ioredis";
+import { Cluster, type ClusterNode, Redis, type RedisOptions, ReplyError } from "ioredis";
 import { StoreKeys } from "./keys.js";
 import { RedisLock, sleep } from "./redis-lock.js";
-import { CLEAR, COMMIT, COPY_SPACE, RESTORE } from "./scripts.js";
+import { CLEAR, COMMIT, COPY_SPACE, RESTORE, SETTLE } from "./scripts.js";
 
 export interface RedisStorageDriverOptions {
   /** `redis://` or `rediss://` URL of a single server (credentials and TLS pass through to ioredis). */
@@ -42,6 +42,12 @@ export interface RedisStorageDriverOptions {
   lockTimeoutMs?: number;
   /** Attempts of a transaction whose reads keep changing underneath before `ConflictError`. Default 50. */
   maxAttempts?: number;
+  /**
+   * How long a transaction whose commit was sent but got no reply (connection lost, timeout) waits
+   * for the server, to learn whether the commit was applied, before it throws. Default
+   * `commandTimeoutMs`.
+   */
+  confirmTimeoutMs?: number;
 }
 
 /** What `transact()` read of one task (`raw` null: absent), compared by the commit script. */
@@ -56,6 +62,9 @@ interface ReadCheck {
 
 /** How many task heads one instance caches for `transact()`. */
 const HEAD_CACHE_LIMIT = 20_000;
+
+/** How long a commit's marker (`{prefix}:tx:<id>`) lives. */
+const MARKER_TTL_MS = 600_000;
 
 /**
  * A taskstore store in Redis: one JSON string per task, its log as a list, an index of ids (a
@@ -80,6 +89,7 @@ export class RedisStorageDriver implements StorageDriver {
   private readonly instance = randomUUID();
   private readonly lockTimeoutMs: number;
   private readonly maxAttempts: number;
+  private readonly confirmTimeoutMs: number;
   private context: DriverContext | undefined;
   private subscriber: Redis | Cluster | undefined;
   private readonly listeners = new Set<() => void>();
@@ -124,6 +134,7 @@ export class RedisStorageDriver implements StorageDriver {
     if (this.ownsClient) this.client.on("error", () => undefined);
     this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
     this.maxAttempts = options.maxAttempts ?? 50;
+    this.confirmTimeoutMs = options.confirmTimeoutMs ?? timeout;
     this.lock = new RedisLock(
       () => this.client,
       this.keys.lock,
@@ -194,6 +205,9 @@ export class RedisStorageDriver implements StorageDriver {
     // Only commits refused because a read changed count towards maxAttempts; rounds spent
     // waiting for another instance's store lock are bounded by lockTimeoutMs instead.
     let conflicts = 0;
+    // Names this call's commit: the script records it, so a commit whose reply was lost can be
+    // looked up instead of being applied twice. A new id only once the old one is settled as void.
+    let txId = randomUUID();
     for (let attempt = 1; ; attempt++) {
       const fresh = attempt > 1;
       const checks = new Map<string, ReadCheck>();
@@ -222,12 +236,21 @@ export class RedisStorageDriver implements StorageDriver {
       if (version === undefined) await reader.version();
       let result: unknown;
       try {
-        result = await this.guard("commit", () => this.commit(writes, checks, version ?? ""));
+        result = await this.guard("commit", () => this.commit(writes, checks, version ?? "", txId));
       } catch (error) {
         this.forget(); // the commit may or may not have happened
-        throw error;
+        if (!unanswered(error)) throw error;
+        const state = await this.settle(txId);
+        if (state === "1") return; // it was applied; only its reply was lost
+        if (state === undefined) throw error; // the server stayed away: the outcome is unknown
+        txId = randomUUID(); // it never ran, and now never will: run the change again
+        continue;
       }
       if (result === 1) return;
+      if (result === 2) {
+        txId = randomUUID();
+        continue;
+      }
       if (result === -1 && Date.now() >= lockDeadline) {
         const holder = await this.lock.holder().catch(() => null);
         throw new LockTimeoutError(
@@ -353,12 +376,29 @@ export class RedisStorageDriver implements StorageDriver {
     return check;
   }
 
-  private async commit(writes: WriteSet, checks: Map<string, ReadCheck>, version: string): Promise<unknown> {
+  /**
+   * Learns whether the commit named `txId`, sent but unanswered, was applied: "1" it was, "void" it
+   * was not and now never will be (SETTLE fences it). Asks until the server answers, up to
+   * `confirmTimeoutMs` (the client reconnects meanwhile); undefined when it never did.
+   */
+  private async settle(txId: string): Promise<string | undefined> {
+    const deadline = Date.now() + this.confirmTimeoutMs;
+    for (let round = 1; ; round++) {
+      try {
+        return String(await SETTLE.run(this.client, [this.keys.tx(txId)], [MARKER_TTL_MS]));
+      } catch {
+        if (Date.now() >= deadline) return undefined;
+        await sleep(Math.min(25 * round, 250, Math.max(0, deadline - Date.now())));
+      }
+    }
+  }
+
+  private async commit(writes: WriteSet, checks: Map<string, ReadCheck>, version: string, txId: string): Promise<unknown> {
     const { main } = this.keys;
-    const keys = [this.keys.lock, this.keys.rev, main.meta, main.ids, main.seq];
+    const keys = [this.keys.lock, this.keys.rev, main.meta, main.ids, main.seq, this.keys.tx(txId)];
     const args: (string | number)[] = [this.lock.value, this.instance, this.keys.channel, Date.now(), checks.size, version];
     const newVersion = writes.version ? newer(version || SCHEMA_VERSION, writes.version) : version || SCHEMA_VERSION;
-    args.push(newVersion, writes.puts.length, writes.logs.length, writes.deletes.length);
+    args.push(newVersion, writes.puts.length, writes.logs.length, writes.deletes.length, MARKER_TTL_MS);
     for (const check of checks.values()) {
       keys.push(main.task(check.id), main.log(check.id));
       args.push(check.sha, check.logCount);
@@ -443,6 +483,16 @@ export class RedisStorageDriver implements StorageDriver {
       throw new StorageUnavailableError(`redis: ${operation} failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
     }
   }
+}
+
+/**
+ * Whether a failed command may have reached the server and run (its reply was lost: connection
+ * closed, timeout), as opposed to an error reply or a command the client refused to send.
+ */
+function unanswered(error: unknown): boolean {
+  const cause = (error as { cause?: unknown })?.cause ?? error;
+  if (TaskStoreError.isInstance(cause) || cause instanceof ReplyError) return false;
+  return !/enableOfflineQueue options is false/.test(String((cause as Error)?.message ?? cause));
 }
 
 /** A reply of MULTI/EXEC: its value, or its error thrown (MULTI reports errors per command). */

@@ -24,17 +24,22 @@ export class Script {
 
 /**
  * Applies one write set if nothing it read has changed (optimistic concurrency).
- * KEYS: lock, rev, meta, ids, seq, then per check (task, log), per put (task), per log write
- * (task, log), per delete (task, log).
+ * KEYS: lock, rev, meta, ids, seq, the transaction's marker, then per check (task, log), per put
+ * (task), per log write (task, log), per delete (task, log).
  * ARGV: lockValue, instance, channel, now, nChecks, expectedVersion, newVersion, nPuts, nLogs,
- * nDeletes, then per check (sha1 of the task JSON or "", log length), per put (id, json), per log
- * write (replace, keep, count, entries...), per delete (id).
- * Returns 1 applied, 0 conflict, -1 the store's lock is held by another instance.
+ * nDeletes, marker ttl ms, then per check (sha1 of the task JSON or "", log length), per put (id,
+ * json), per log write (replace, keep, count, entries...), per delete (id).
+ * Applying sets the marker to "1" (with the ttl), so a commit whose reply was lost can be told
+ * apart from one that never ran (see SETTLE). A marker already set means this transaction id was
+ * settled before: nothing is written.
+ * Returns 1 applied, 0 conflict, -1 the store's lock is held by another instance, 2 the marker
+ * was already set.
  */
 export const COMMIT = new Script(`
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return -1 end
-local k, a = 6, 11
+if redis.call('EXISTS', KEYS[6]) == 1 then return 2 end
+local k, a = 7, 12
 for _ = 1, tonumber(ARGV[5]) do
   local value = redis.call('GET', KEYS[k])
   local sha = ARGV[a]
@@ -78,8 +83,22 @@ for _ = 1, tonumber(ARGV[10]) do
 end
 redis.call('HSET', KEYS[3], 'version', ARGV[7], 'lastUpdated', ARGV[4])
 redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[6], '1', 'PX', ARGV[11])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
+`);
+
+/**
+ * Settles a commit whose reply was lost: returns its marker ("1": the commit was applied), or, when
+ * there is none, sets it to "void" (with the ttl) so that the commit, should it still arrive late,
+ * writes nothing, and returns "void".
+ * KEYS: the transaction's marker. ARGV: ttl ms.
+ */
+export const SETTLE = new Script(`
+local state = redis.call('GET', KEYS[1])
+if state then return state end
+redis.call('SET', KEYS[1], 'void', 'PX', ARGV[1])
+return 'void'
 `);
 
 /**

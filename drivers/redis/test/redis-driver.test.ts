@@ -44,7 +44,15 @@ describe("RedisStorageDriver key layout", () => {
     const id = await manager.create({ title: "layout" });
     await manager.appendOutput(id, "hello");
     await manager.close();
-    expect(await keysOf(prefix)).toEqual(
+    // One marker per commit (the create and the append), "1", expiring on its own.
+    const all = await keysOf(prefix);
+    const markers = all.filter((key) => key.startsWith(`{${prefix}}:tx:`));
+    expect(markers).toHaveLength(2);
+    for (const marker of markers) {
+      expect(await raw.get(marker)).toBe("1");
+      expect(await raw.pttl(marker)).toBeGreaterThan(0);
+    }
+    expect(all.filter((key) => !markers.includes(key))).toEqual(
       [
         `{${prefix}}:main:ids`,
         `{${prefix}}:main:l:${id}`,

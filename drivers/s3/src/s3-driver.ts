@@ -157,6 +157,12 @@ export class S3StorageDriver implements StorageDriver {
         const state: State = await this.store.refresh();
         const writes = await work(state.table.reader());
         if (writes.puts.length === 0 && writes.logs.length === 0 && writes.deletes.length === 0 && writes.version === undefined) return;
+        // Another instance holding the lock (lock -> load -> save -> unlock) is waited for; the
+        // store is re-read after the wait, since the holder may have replaced it.
+        if ((await this.lease.holder()) !== undefined && !this.lease.held) {
+          await this.lease.waitUntilFree();
+          continue;
+        }
         if (await this.store.commit(state, writes)) return;
         await sleep(wait * Math.random());
         wait = Math.min(wait * 2, 400);

@@ -89,6 +89,27 @@ export class S3Lease {
     await this.io.putIfMatch(LOCK_KEY, JSON.stringify({ ...body, released: true, expiresAt: 0 }), etag);
   }
 
+  /**
+   * Waits while another instance holds an unreleased, unexpired lease (returns at once when this
+   * instance holds it), up to the lock timeout: then `LockTimeoutError`. Change sets call it before
+   * each commit, so they wait for a holder's lock -> load -> save -> unlock.
+   */
+  async waitUntilFree(): Promise<void> {
+    if (this.held) return;
+    const deadline = Date.now() + this.timeoutMs;
+    let wait = 25;
+    while ((await this.holder()) !== undefined) {
+      if (this.held) return;
+      if (Date.now() >= deadline) {
+        throw new LockTimeoutError(
+          `s3: the lock s3://${this.io.bucket}/${this.io.prefix}${LOCK_KEY} was not released within ${this.timeoutMs} ms`,
+        );
+      }
+      await sleep(Math.min(wait * (0.5 + Math.random()), Math.max(0, deadline - Date.now())));
+      wait = Math.min(wait * 2, 500);
+    }
+  }
+
   /** The current holder, for `describe()`: undefined when free. */
   async holder(): Promise<LeaseBody | undefined> {
     const current = await this.io.get(LOCK_KEY);

@@ -8,7 +8,11 @@ export const DRIVER_SPECIFICATION_VERSION = "v1";
  * read this and nothing else (no probing, no `instanceof`).
  */
 export interface DriverCapabilities {
-  /** Does `acquireLock()` exclude every other driver instance on the same store, across processes? */
+  /**
+   * Does `acquireLock()` exclude every other driver instance on the same store, across processes?
+   * That covers other instances' `transact()` too: while one instance holds the lock, their change
+   * sets wait for it (bounded by the driver's lock timeout) and commit after `releaseLock()`.
+   */
   locking: boolean;
   /** Does the driver apply a change set atomically itself, through `transact()`? */
   incremental: boolean;

@@ -8,6 +8,12 @@ async function needAny(h: Harness, ctx: TestContext, flags: (keyof DriverCapabil
   if (!flags.some((flag) => caps[flag])) ctx.skip(`the driver declares none of: ${flags.join(", ")}`);
 }
 
+async function needAll(h: Harness, ctx: TestContext, flags: (keyof DriverCapabilities)[]): Promise<void> {
+  const caps = await h.capabilities();
+  const missing = flags.filter((flag) => !caps[flag]);
+  if (missing.length > 0) ctx.skip(`the driver does not declare: ${missing.join(", ")}`);
+}
+
 export function lockingTests(h: Harness): void {
   it("acquireLock() on a second instance waits until the first releases it", async (ctx) => {
     await needAny(h, ctx, ["locking"]);
@@ -42,6 +48,25 @@ export function lockingTests(h: Harness): void {
     await holder.releaseLock();
     await waiting;
     await third.releaseLock();
+  });
+
+  it("while one instance holds acquireLock(), another instance's write waits and lands after releaseLock()", async (ctx) => {
+    await needAll(h, ctx, ["locking", "incremental"]);
+    const holder = await h.driver();
+    const writer = await h.manager();
+    const observer = await h.driver();
+    await holder.acquireLock();
+    let landed = false;
+    const creating = writer.create({ title: "written under another instance's lock" }).then((id) => {
+      landed = true;
+      return id;
+    });
+    await sleep(300);
+    expect(landed).toBe(false);
+    expect((await observer.loadData()).tasks).toHaveLength(0);
+    await holder.releaseLock();
+    const id = await creating;
+    expect((await observer.loadData()).tasks.map((task) => task.id)).toEqual([id]);
   });
 
   it("a write the stored state refuses leaves the store writable for every instance", async (ctx) => {

@@ -332,7 +332,11 @@ export class TaskRepository {
       if (this.retryTimer) clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
       const driver = this.driverInstance;
-      if (driver?.close) await driver.close();
+      try {
+        await driver?.close?.();
+      } catch (error) {
+        failure ??= error; // a flush failure says more: nothing pending was written
+      }
       if (failure) throw failure;
     })();
     return this.closed;

@@ -29,6 +29,12 @@ export interface FileLockOptions {
 const HOLDER_FILE = "holder.json";
 /** A reclaim guard older than this was left by a reclaimer that died; it is removed. */
 const RECLAIM_GUARD_STALE_MS = 5_000;
+/**
+ * proper-lockfile's own stale period: never reached. Its takeover (stat, remove, create) has no
+ * guard, so two waiters could both remove the lock and the slower would remove the faster one's
+ * fresh lock; every takeover goes through `reclaimIfDead` instead.
+ */
+const NEVER_STALE_MS = Number.MAX_SAFE_INTEGER;
 
 type Callback = (error: NodeJS.ErrnoException | null) => void;
 
@@ -84,9 +90,9 @@ async function removeLockDir(dir: string): Promise<void> {
 }
 
 /**
- * A cross-process lock: a folder created atomically (proper-lockfile), kept fresh while held and
- * considered stale `staleMs` after its last refresh. On top of that, the holder is recorded, and a
- * holder on this host whose process is gone is reclaimed at once rather than after `staleMs`.
+ * A cross-process lock: a folder created atomically (proper-lockfile) and kept fresh while held.
+ * The holder is recorded. A waiter takes the lock over (through one guarded path, `reclaimIfDead`)
+ * when its holder is a process of this host that is gone, or when it was not refreshed for `staleMs`.
  */
 export class FileLock {
   private release: (() => Promise<void>) | undefined;
@@ -114,7 +120,7 @@ export class FileLock {
         this.state = "held";
         return;
       }
-      if (await reclaimIfDead(lockPath)) continue;
+      if (await reclaimIfDead(lockPath, this.options.staleMs)) continue;
       const left = deadline - Date.now();
       if (left <= 0) {
         const holder = await readHolder(lockPath);
@@ -147,7 +153,8 @@ export class FileLock {
       release = await lockfile.lock(file, {
         lockfilePath: lockPath,
         realpath: false,
-        stale: staleMs,
+        stale: NEVER_STALE_MS,
+        update: staleMs / 2, // the holder still refreshes the folder's mtime, which reclaimIfDead reads
         retries: 0,
         fs: lockFs,
         onCompromised: (error) => {
@@ -175,14 +182,31 @@ export async function readHolder(lockPath: string): Promise<LockHolder | undefin
   }
 }
 
+/** The lock as a waiter sees it: its holder record (if readable) and the folder's last refresh. */
+interface SeenLock {
+  token: string | undefined;
+  mtimeMs: number;
+}
+
+/** The lock at `lockPath` when it is dead (its holder gone from this host, or not refreshed for `staleMs`), else undefined. */
+async function deadLock(lockPath: string, staleMs: number): Promise<SeenLock | undefined> {
+  const [holder, stat] = await Promise.all([readHolder(lockPath), fsp.stat(lockPath).catch(() => undefined)]);
+  if (!stat) return undefined; // no lock: proper-lockfile takes it
+  const seen = { token: holder?.token, mtimeMs: stat.mtimeMs };
+  if (Date.now() - stat.mtimeMs > staleMs) return seen; // any holder, any host: it stopped refreshing
+  if (holder && holder.host === os.hostname() && !isAlive(holder.pid)) return seen;
+  return undefined;
+}
+
 /**
- * Removes the lock when its recorded holder is a process of this host that no longer exists.
- * Reclaimers take a guard folder first and check the holder again under it, so two waiters never
- * both remove a lock (the second would remove the first one's fresh lock).
+ * Removes the lock when it is dead (see `deadLock`); the only way a lock is ever taken over.
+ * Reclaimers take a guard folder first and check under it that the lock is still the same dead
+ * one (same token, same mtime), so two waiters never both remove a lock (the second would remove
+ * the first one's fresh lock).
  */
-async function reclaimIfDead(lockPath: string): Promise<boolean> {
-  const holder = await readHolder(lockPath);
-  if (!holder || holder.host !== os.hostname() || isAlive(holder.pid)) return false;
+async function reclaimIfDead(lockPath: string, staleMs: number): Promise<boolean> {
+  const seen = await deadLock(lockPath, staleMs);
+  if (!seen) return false;
   const guard = `${lockPath}.reclaim`;
   try {
     await fsp.mkdir(guard, { mode: DIR_MODE });
@@ -193,8 +217,8 @@ async function reclaimIfDead(lockPath: string): Promise<boolean> {
     return false;
   }
   try {
-    const again = await readHolder(lockPath);
-    if (again?.token !== holder.token) return false;
+    const again = await deadLock(lockPath, staleMs);
+    if (!again || again.token !== seen.token || again.mtimeMs !== seen.mtimeMs) return false;
     await removeLockDir(lockPath).catch((error) => {
       if (codeOf(error) !== "ENOENT") throw error;
     });

@@ -150,6 +150,42 @@ describe("the lock between processes", () => {
     await driver.close();
   });
 
+  it("a lock abandoned past the stale period is taken over by exactly one of several processes starting at once", async () => {
+    const file = await store();
+    const dir = path.dirname(file);
+    const lockDir = path.join(dir, ".tasks.lock");
+    const journal = path.join(dir, "journal.txt");
+    const go = path.join(dir, "go");
+    const tags = ["a", "b", "c", "d"];
+    const rounds = 12;
+    const children = tags.map((tag) => track(startChild(WORKER, ["journal", file, journal, go, tag, String(rounds)])));
+    await Promise.all(children.map((child) => child.waitFor("ready")));
+    for (let round = 0; round < rounds; round++) {
+      // A lock of another host that stopped refreshing long ago; then all four write at once.
+      await mkdir(lockDir);
+      await writeFile(
+        path.join(lockDir, "holder.json"),
+        JSON.stringify({ pid: 999_999_999, host: "another-host", since: 0, token: `t${round}` }),
+      );
+      const old = new Date(Date.now() - 60_000);
+      await utimes(lockDir, old, old);
+      await writeFile(`${go}.${round}`, String(Date.now() + 100));
+      await Promise.all(children.map((child) => child.waitFor(`done-${round}`)));
+    }
+    const ends = await Promise.all(children.map((child) => child.exited));
+    expect(ends.map(({ code, stderr }) => (code === 0 ? "" : stderr))).toEqual(tags.map(() => ""));
+    expect(children.flatMap((child) => child.messages.filter((m) => m.type === "persistence-error"))).toEqual([]);
+    // Never two holders at once: every "enter" is directly followed by the same process's "leave".
+    const lines = (await readFile(journal, "utf8")).trim().split("\n");
+    expect(lines).toHaveLength(2 * tags.length * rounds);
+    const overlaps = lines.filter((line, i) => i % 2 === 0 && lines[i + 1] !== line.replace("enter", "leave"));
+    expect(overlaps).toEqual([]);
+    // And no lost update: every process's task of every round is in the file.
+    const titles = tags.flatMap((tag) => Array.from({ length: rounds }, (_, round) => `${tag} ${round}`));
+    const data = await loadStore(file);
+    expect(data.tasks.map((task) => task.title).sort()).toEqual(titles.sort());
+  });
+
   it("a lock lost while held is reported through attach() and never crashes the process; the write is refused", async () => {
     const file = await store();
     const driver = new JSONFileStorageDriver({ path: file, staleMs: 2_000 });

@@ -37,3 +37,19 @@ export function toDriverError(error: unknown, doing: string): unknown {
 export function corrupt(message: string): CorruptDataError {
   return new CorruptDataError(`postgres: ${message}`);
 }
+
+/**
+ * The commit batch was sent and the connection failed before its reply came: the transaction may
+ * have committed or not. Not a network error itself (the driver settles it through the txlog).
+ */
+export class AmbiguousCommit extends Error {
+  constructor(readonly error: unknown) {
+    super("postgres: the reply to a commit was lost", { cause: error });
+  }
+}
+
+/** An error raised by a commit batch that was sent: the server may have committed it. */
+export function isAmbiguous(error: unknown): boolean {
+  // "not queryable": node-postgres refused to send (the connection was already broken).
+  return isUnavailable(error) && !(error instanceof Error && /not queryable|Connection is not open/i.test(error.message));
+}

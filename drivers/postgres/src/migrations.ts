@@ -32,6 +32,16 @@ export const MIGRATIONS: readonly { version: number; name: string; up: (schema: 
         value json NOT NULL
       );`,
   },
+  {
+    version: 2,
+    name: "txlog (ids of committed transactions, to confirm a commit whose reply was lost)",
+    up: (s) => `
+      CREATE TABLE ${s}.txlog (
+        id uuid PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE INDEX txlog_at_idx ON ${s}.txlog (at);`,
+  },
 ];
 
 /** The newest migration this driver knows. */

@@ -7,13 +7,14 @@ import {
   SCHEMA_VERSION,
   type StorageData,
   type StorageDriver,
+  StorageUnavailableError,
   type StoredTask,
   type StoreReader,
   ValidationError,
   type WriteSet,
 } from "@taskstore/core";
-import pg from "pg";
-import { corrupt, isUnavailable, toDriverError } from "./errors.js";
+import pg, { type QueryResult } from "pg";
+import { AmbiguousCommit, corrupt, isAmbiguous, isUnavailable, toDriverError } from "./errors.js";
 import { AdvisoryLock, HOLDER_PREFIX } from "./lock.js";
 import { migrate } from "./migrations.js";
 import { Notifier } from "./notifier.js";
@@ -36,12 +37,21 @@ export interface PostgresStorageDriverOptions {
   connectTimeoutMs?: number;
   /** Connections in the pool the driver makes. Default 10 (two are held while locked and watching). */
   poolSize?: number;
+  /**
+   * When a commit was sent and the connection failed before its reply came, how long to wait for
+   * the server to answer whether it landed (see README "Outages and durability"). Past it the
+   * change set fails with STORAGE_UNAVAILABLE, its outcome unknown. Default 5,000 ms.
+   */
+  confirmTimeoutMs?: number;
 }
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,39}$/;
 /** `classid` of the advisory locks: "tsks" for the store's write lock, "tskm" for migrations. */
 const STORE_LOCK_CLASS = 0x74736b73;
 const MIGRATION_LOCK_CLASS = 0x74736b6d;
+/** Every this many commits of an instance, txlog rows older than TXLOG_KEEP are deleted. */
+const TXLOG_PRUNE_EVERY = 100;
+const TXLOG_KEEP = "10 minutes";
 
 /**
  * A taskstore driver for PostgreSQL. One schema per store: `tasks` (a JSONB body, indexed parent
@@ -72,6 +82,8 @@ export class PostgresStorageDriver implements StorageDriver {
   private readonly migrationKey: string;
   private readonly beginSql: string;
   private readonly lockTimeoutMs: number;
+  private readonly confirmTimeoutMs: number;
+  private commits = 0;
   private readonly self = randomUUID();
   private readonly lock: AdvisoryLock;
   private readonly listeners = new Set<() => void>();
@@ -97,6 +109,7 @@ export class PostgresStorageDriver implements StorageDriver {
     this.storeKey = `${STORE_LOCK_CLASS}, ${objid}`;
     this.migrationKey = `${MIGRATION_LOCK_CLASS}, ${objid}`;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+    this.confirmTimeoutMs = options.confirmTimeoutMs ?? 5_000;
     this.beginSql = `BEGIN; SET LOCAL lock_timeout = ${Math.max(1, Math.round(this.lockTimeoutMs))}; SELECT pg_advisory_xact_lock(${this.storeKey})`;
     this.ownsPool = !options.pool;
     this.pool =
@@ -328,32 +341,96 @@ export class PostgresStorageDriver implements StorageDriver {
   /**
    * A write transaction (see `Transaction`): `work` reads through it and returns its statements;
    * they go out with the store's `lastUpdated`, the NOTIFY (delivered at COMMIT, and only then;
-   * its payload lets this instance ignore its own) and COMMIT. `changes: false` (a backup) sends
-   * neither. `changes` may carry the `lastUpdated` to record.
+   * its payload lets this instance ignore its own), the transaction's id into `txlog`, and
+   * COMMIT. `changes: false` (a backup) sends neither `lastUpdated` nor NOTIFY. `changes` may carry
+   * the `lastUpdated` to record. A commit whose reply was lost is settled through `txlog`
+   * (`confirm`): done when it landed, run again (under a new id) when it did not.
    */
-  private write(doing: string, work: (tx: Transaction) => Promise<string[]>, changes: boolean | number = true): Promise<void> {
-    return this.withClient(doing, async (client) => {
-      for (;;) {
-        const tx = new Transaction(client, this.s, this.beginSql, this.statement("get"), this.knownVersion);
-        try {
-          const statements = await work(tx);
-          if (changes !== false) {
-            statements.push(...metaSql(this.s, { lastUpdated: typeof changes === "number" ? changes : Date.now() }));
-            statements.push(`SELECT pg_notify('${this.channel}', '${this.self}')`);
-          }
-          await tx.commit(statements);
-          // What the store holds now, unless this transaction changed it (then it is re-read next time).
-          this.knownVersion = statements.some((statement) => statement.includes("'version'")) ? undefined : tx.versionRead;
-          return;
-        } catch (error) {
-          await tx.rollback();
-          this.knownVersion = undefined;
-          // Another instance changed the stored version: `work` runs again on the real one.
-          if (error instanceof StaleVersion) continue;
-          throw error;
-        }
+  private async write(doing: string, work: (tx: Transaction) => Promise<string[]>, changes: boolean | number = true): Promise<void> {
+    for (;;) {
+      const txId = randomUUID();
+      try {
+        await this.withClient(doing, (client) => this.attempt(client, txId, work, changes));
+        return;
+      } catch (error) {
+        if (!(error instanceof AmbiguousCommit)) throw error;
+        if (await this.confirm(txId, doing, error.error)) return;
       }
-    });
+    }
+  }
+
+  private async attempt(
+    client: pg.PoolClient,
+    txId: string,
+    work: (tx: Transaction) => Promise<string[]>,
+    changes: boolean | number,
+  ): Promise<void> {
+    for (;;) {
+      const tx = new Transaction(client, this.s, this.beginSql, this.statement("get"), this.knownVersion);
+      let sent = false;
+      try {
+        const statements = await work(tx);
+        if (changes !== false) {
+          statements.push(...metaSql(this.s, { lastUpdated: typeof changes === "number" ? changes : Date.now() }));
+          statements.push(`SELECT pg_notify('${this.channel}', '${this.self}')`);
+        }
+        // No ON CONFLICT: a commit arriving after `confirm` fenced its id fails as a whole.
+        statements.push(`INSERT INTO ${this.s}.txlog (id) VALUES ('${txId}')`);
+        if (++this.commits % TXLOG_PRUNE_EVERY === 0) {
+          statements.push(`DELETE FROM ${this.s}.txlog WHERE at < now() - interval '${TXLOG_KEEP}'`);
+        }
+        sent = true;
+        await tx.commit(statements);
+        // What the store holds now, unless this transaction changed it (then it is re-read next time).
+        this.knownVersion = statements.some((statement) => statement.includes("'version'")) ? undefined : tx.versionRead;
+        return;
+      } catch (error) {
+        await tx.rollback();
+        this.knownVersion = undefined;
+        // Another instance changed the stored version: `work` runs again on the real one.
+        if (error instanceof StaleVersion) continue;
+        if (sent && isAmbiguous(error)) throw new AmbiguousCommit(error);
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Whether the transaction `txId`, whose COMMIT was sent but whose reply was lost, committed.
+   * On a fresh connection, inserts `txId` into `txlog` itself: a conflict means the commit's row is
+   * there (it landed); an insert means it did not, and the row now fences it (a commit still on
+   * its way fails on the primary key). An uncommitted row of the lost transaction makes the insert
+   * wait until that transaction ends. Asks until the server answers, up to `confirmTimeoutMs`.
+   */
+  private async confirm(txId: string, doing: string, cause: unknown): Promise<boolean> {
+    const deadline = Date.now() + this.confirmTimeoutMs;
+    let last = cause;
+    for (;;) {
+      const left = Math.max(1, deadline - Date.now());
+      let client: pg.PoolClient | undefined;
+      try {
+        client = await this.pool.connect();
+        const results = (await client.query(
+          `BEGIN; SET LOCAL lock_timeout = ${Math.round(left)};
+           INSERT INTO ${this.s}.txlog (id) VALUES ('${txId}') ON CONFLICT (id) DO NOTHING RETURNING id; COMMIT`,
+        )) as unknown as QueryResult[];
+        client.release();
+        return results[2]?.rowCount === 0;
+      } catch (error) {
+        client?.release(true);
+        // A lock wait past the deadline: still unknown.
+        if (!isUnavailable(error) && (error as { code?: unknown }).code !== "55P03") throw toDriverError(error, doing);
+        last = error;
+      }
+      if (Date.now() >= deadline) {
+        const detail = last instanceof Error ? last.message : String(last);
+        throw new StorageUnavailableError(
+          `postgres: ${doing}: the reply to a commit was lost and the server did not answer within ${this.confirmTimeoutMs} ms whether it landed (${detail})`,
+          { cause: last },
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(100, deadline - Date.now())));
+    }
   }
 
   private async inTransaction(client: pg.PoolClient, work: () => Promise<void>): Promise<void> {
@@ -391,7 +468,7 @@ export class PostgresStorageDriver implements StorageDriver {
     try {
       return await work(client);
     } catch (error) {
-      if (isUnavailable(error)) broken ??= error;
+      if (isUnavailable(error) || error instanceof AmbiguousCommit) broken ??= error;
       throw toDriverError(error, doing);
     } finally {
       client.off("error", onError);

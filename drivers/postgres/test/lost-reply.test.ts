@@ -1,6 +1,5 @@
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { EventBus, TaskManager, TaskRepository, type TaskStoreError } from "@taskstore/core";
-import { type PostgresServer, startPostgres } from "@taskstore/test-services";
+import { LossyProxy, type PostgresServer, startPostgres } from "@taskstore/test-services";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { driverOn, dropStore, freshSchema } from "./helpers.js";
 
@@ -10,76 +9,18 @@ beforeAll(async () => {
 });
 afterAll(() => server?.stop());
 
-/**
- * A TCP proxy on loopback between the driver's pool and the server. Once armed, the first query
- * the driver sends that writes to `txlog` and commits (only a commit batch does) is cut off:
- * "reply" forwards it, lets the server commit it, then drops both connections once the reply
- * (up to the COMMIT's CommandComplete) arrives, without passing it on; "request" drops the
- * connections without forwarding it (the transaction never commits).
- */
-class LossyProxy {
-  armed: "reply" | "request" | undefined;
-  cut = 0;
-  private readonly sockets = new Set<Socket>();
-  private constructor(private readonly listener: Server) {}
-
-  static async start(host: string, port: number): Promise<LossyProxy> {
-    const listener = createServer();
-    const proxy = new LossyProxy(listener);
-    listener.on("connection", (client) => proxy.pipe(client, host, port));
-    await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
-    return proxy;
-  }
-
-  get port(): number {
-    const address = this.listener.address();
-    return typeof address === "object" && address ? address.port : 0;
-  }
-
-  async stop(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise((resolve) => this.listener.close(resolve));
-  }
-
-  private pipe(client: Socket, host: string, port: number): void {
-    const upstream = connect(port, host);
-    this.sockets.add(client).add(upstream);
-    let held: Buffer | undefined;
-    const drop = () => {
-      this.cut++;
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("data", (chunk) => {
-      if (this.armed && chunk.includes(".txlog") && chunk.includes("COMMIT")) {
-        const mode = this.armed;
-        this.armed = undefined;
-        if (mode === "request") return drop();
-        held = Buffer.alloc(0);
-      }
-      upstream.write(chunk);
-    });
-    upstream.on("data", (chunk) => {
-      if (!held) return client.write(chunk);
-      held = Buffer.concat([held, chunk]);
-      // The server has answered the COMMIT: it committed. The reply never reaches the driver.
-      if (held.includes("COMMIT\0")) drop();
-    });
-    for (const socket of [client, upstream]) {
-      socket.on("error", () => undefined);
-      socket.on("close", () => {
-        client.destroy();
-        upstream.destroy();
-        this.sockets.delete(socket);
-      });
-    }
-  }
-}
+// Only a commit batch writes to `txlog` and commits: the proxy cuts it, and in "reply" mode drops
+// the connections once the reply holds the COMMIT's CommandComplete.
 
 async function appendThroughLossyConnection(
   mode: "reply" | "request",
 ): Promise<{ outputs: string[]; errors: TaskStoreError[]; cut: number }> {
-  const proxy = await LossyProxy.start(server.host, server.port);
+  const proxy = await LossyProxy.start({
+    host: server.host,
+    port: server.port,
+    isCommit: (chunk) => chunk.includes(".txlog") && chunk.includes("COMMIT"),
+    replyComplete: (reply) => reply.includes("COMMIT\0"),
+  });
   const schema = freshSchema();
   const url = new URL(server.url);
   url.hostname = "127.0.0.1";

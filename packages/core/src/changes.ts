@@ -1,3 +1,4 @@
+import { withoutKey } from "./copy.js";
 import type { StoreReader, WriteSet } from "./driver.js";
 import { ConflictError, CycleError, InvalidTransitionError, TaskNotFoundError, VersionUnsupportedError } from "./errors.js";
 import {
@@ -96,10 +97,7 @@ export class ChangeApplier {
     const deletes: string[] = [];
     for (const [id, head] of this.heads) {
       if (head === null) deletes.push(id);
-      else {
-        const { logCount: _logCount, ...body } = head;
-        puts.push(body);
-      }
+      else puts.push(withoutKey(head, "logCount"));
     }
     const logs = [...this.logs]
       .filter(([id]) => this.heads.get(id) !== null)
@@ -250,10 +248,10 @@ class Layer {
 
   /** Stores a whole task: its head, and its log replacing any log it had. */
   private putWhole(task: StoredTask): void {
-    const { logs, ...body } = task;
-    const log: PendingLog = { replace: true, entries: [...logs] };
+    const body = withoutKey(task, "logs");
+    const log: PendingLog = { replace: true, entries: [...task.logs] };
     this.logs.set(task.id, log);
-    this.write(this.capped({ ...body, logCount: 0 }, logs.length, log));
+    this.write(this.capped({ ...body, logCount: 0 }, task.logs.length, log));
   }
 
   /** The pending log of a task in this layer, copied up from the applier on first touch. */

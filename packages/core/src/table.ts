@@ -1,3 +1,4 @@
+import { withoutKey } from "./copy.js";
 import type { StoreReader, WriteSet } from "./driver.js";
 import { newerVersion, SCHEMA_VERSION, type StorageData, type StoredTask, type TaskHead } from "./schema.js";
 
@@ -35,8 +36,9 @@ export class TaskTable {
   head(id: string): TaskHead | undefined {
     const task = this.tasks.get(id);
     if (!task) return undefined;
-    const { logs, ...body } = task;
-    return { ...body, logCount: logs.length };
+    const head = withoutKey(task, "logs") as TaskHead;
+    head.logCount = task.logs.length;
+    return head;
   }
 
   /** Applies a write set: puts, then logs, then deletes. Untouched tasks keep their objects. */

@@ -107,9 +107,11 @@ export class TaskManager {
 
   /** Loads every task from storage into memory, and follows other processes' changes where the driver can notify. */
   async loadFromRepository(): Promise<void> {
-    await this.refresh();
+    // Following first, then loading: a change made while the load runs is either in what it
+    // reads or announced afterwards (a refresh more), never missed.
     const stop = await this.repository.watch(() => this.scheduleRefresh());
     this.unsubscribe.push(stop);
+    await this.refresh();
   }
 
   /** Reloads from storage, keeping changes that are accepted but not yet durable. */

@@ -98,3 +98,55 @@ describe("TaskManager.complete()", () => {
     await manager.close();
   });
 });
+
+describe("TaskManager keeps fields it does not know", () => {
+  it("a task's unknown top-level fields, even one named __proto__, survive a write as plain data", async () => {
+    const now = Date.now();
+    // A newer version (or a hand edit) wrote fields this version does not know.
+    let text = `{"version":"1.0.0","metadata":{"lastUpdated":${now},"totalTasks":1},"tasks":[{"id":"t1","title":"old","status":"running","progress":{"percent":0},"metadata":{},"createdAt":${now},"updatedAt":${now},"children":[],"logs":[],"futureField":1,"__proto__":{"polluted":true}}]}`;
+    const driver = {
+      initialize: async () => undefined,
+      loadData: async () => JSON.parse(text),
+      saveData: async (data: unknown) => {
+        text = JSON.stringify(data);
+      },
+      backup: async () => undefined,
+      acquireLock: async () => undefined,
+      releaseLock: async () => undefined,
+    };
+    const manager = new TaskManager(new EventBus(), new TaskRepository({ driver }));
+    await manager.loadFromRepository();
+    await manager.appendOutput("t1", "written");
+    await manager.close();
+    const saved = JSON.parse(text).tasks[0];
+    expect(saved.futureField).toBe(1);
+    expect(Object.hasOwn(saved, "__proto__")).toBe(true);
+    expect(Object.getPrototypeOf(saved)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(saved, "__proto__")?.value).toEqual({ polluted: true });
+    expect(saved.logs).toEqual([expect.objectContaining({ output: "written" })]);
+  });
+});
+
+describe("TaskManager.loadFromRepository", () => {
+  it("follows changes before it loads: a change made while the load runs is not missed", async () => {
+    const store = randomUUID();
+    const writer = await open(store);
+    const driver = new MemoryStorageDriver({ store });
+    const load = driver.loadData.bind(driver);
+    let first = true;
+    // Another instance commits right after this load has read the store, before it returns.
+    driver.loadData = async () => {
+      const data = await load();
+      if (first) {
+        first = false;
+        await writer.create({ title: "made during the load" });
+      }
+      return data;
+    };
+    const follower = new TaskManager(new EventBus(), new TaskRepository({ driver }));
+    await follower.loadFromRepository();
+    await eventually(() => follower.list().some((task) => task.title === "made during the load"));
+    await follower.close();
+    await writer.close();
+  });
+});

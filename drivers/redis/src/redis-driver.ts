@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import crypto, { randomUUID } from "node:crypto";
 import {
   ConflictError,
   CorruptDataError,
@@ -90,16 +90,28 @@ export class RedisStorageDriver implements StorageDriver {
   private readonly lockTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly confirmTimeoutMs: number;
+  private readonly commandTimeoutMs: number;
   private context: DriverContext | undefined;
   private subscriber: Redis | Cluster | undefined;
+  /** Settles once the subscriber's SUBSCRIBE was answered (or failed). */
+  private subscribed: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
   /** Task heads as this instance last saw them, to read from in `transact()` (verified at commit). */
   private readonly heads = new Map<string, ReadCheck>();
   private cachedVersion: string | undefined;
 
+  /**
+   * A channel only this instance's subscriber listens on, so the commit script can tell whether
+   * anyone else listens on the store's channel (see COMMIT); "" on a cluster, where it cannot.
+   */
+  private get ownChannel(): string {
+    return this.client instanceof Cluster ? "" : `${this.keys.channel}:${this.instance}`;
+  }
+
   constructor(options: RedisStorageDriverOptions = {}) {
     this.keys = new StoreKeys(options.prefix ?? "taskstore");
     const timeout = options.commandTimeoutMs ?? 5_000;
+    this.commandTimeoutMs = timeout;
     // Fail fast while the server is away (no offline queue, no resending of commands in flight),
     // so the repository degrades to memory and retries, instead of commands hanging.
     const failFast: RedisOptions = {
@@ -153,6 +165,10 @@ export class RedisStorageDriver implements StorageDriver {
   }
 
   async loadData(): Promise<StorageData> {
+    // A load after watch() starts once the subscription is in place (or a command timeout has
+    // passed: the server may be down): every commit after it is announced to this instance,
+    // every one before it is in what the load reads.
+    if (this.subscribed) await within(this.subscribed, this.commandTimeoutMs);
     return this.guard("load", async () => {
       const { main } = this.keys;
       for (let attempt = 0; attempt < 100; attempt++) {
@@ -318,7 +334,13 @@ export class RedisStorageDriver implements StorageDriver {
         if (from === this.instance) return;
         for (const each of this.listeners) each();
       });
-      subscriber.subscribe(this.keys.channel).catch((error: Error) => this.context?.warn(error));
+      // Also on a channel of its own, which nobody publishes to: the commit script compares the
+      // two counts to learn whether anyone but this instance listens (see COMMIT).
+      const channels = this.ownChannel ? [this.keys.channel, this.ownChannel] : [this.keys.channel];
+      this.subscribed = subscriber.subscribe(...channels).then(
+        () => undefined,
+        (error: Error) => this.context?.warn(error),
+      );
       this.subscriber = subscriber;
     }
     return () => {
@@ -398,7 +420,7 @@ export class RedisStorageDriver implements StorageDriver {
     const keys = [this.keys.lock, this.keys.rev, main.meta, main.ids, main.seq, this.keys.tx(txId)];
     const args: (string | number)[] = [this.lock.value, this.instance, this.keys.channel, Date.now(), checks.size, version];
     const newVersion = writes.version ? newer(version || SCHEMA_VERSION, writes.version) : version || SCHEMA_VERSION;
-    args.push(newVersion, writes.puts.length, writes.logs.length, writes.deletes.length, MARKER_TTL_MS);
+    args.push(newVersion, writes.puts.length, writes.logs.length, writes.deletes.length, MARKER_TTL_MS, this.ownChannel);
     for (const check of checks.values()) {
       keys.push(main.task(check.id), main.log(check.id));
       args.push(check.sha, check.logCount);
@@ -435,8 +457,7 @@ export class RedisStorageDriver implements StorageDriver {
   private remember(check: ReadCheck): void {
     // Bounded: past the cap, start over (reads then go to Redis until the cache fills again).
     if (this.heads.size >= HEAD_CACHE_LIMIT) this.heads.clear();
-    const { version: _v, ...head } = check;
-    this.heads.set(check.id, head);
+    this.heads.set(check.id, { id: check.id, raw: check.raw, sha: check.sha, logCount: check.logCount });
   }
 
   private forget(): void {
@@ -469,6 +490,7 @@ export class RedisStorageDriver implements StorageDriver {
   private stopWatching(): void {
     const subscriber = this.subscriber;
     this.subscriber = undefined;
+    this.subscribed = undefined;
     // disconnect(), not quit(): quit() queues behind a pending SUBSCRIBE while offline and can
     // keep reconnecting, and the process alive, after close().
     subscriber?.disconnect();
@@ -517,9 +539,18 @@ function parseJson(text: string, what: string): Record<string, unknown> {
   }
 }
 
-function sha1(text: string): string {
-  return createHash("sha1").update(text, "utf8").digest("hex");
+/** Waits for `promise`, or `ms` at most. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
+
+/** crypto.hash (Node 20.12+) is a one-shot several times cheaper than a Hash object; it runs once per write. */
+const sha1: (text: string) => string =
+  typeof crypto.hash === "function"
+    ? (text) => crypto.hash("sha1", text, "hex")
+    : (text) => crypto.createHash("sha1").update(text, "utf8").digest("hex");
 
 /** The newer of two semantic versions (the store never goes back a version). */
 function newer(a: string, b: string): string {

@@ -27,8 +27,12 @@ export class Script {
  * KEYS: lock, rev, meta, ids, seq, the transaction's marker, then per check (task, log), per put
  * (task), per log write (task, log), per delete (task, log).
  * ARGV: lockValue, instance, channel, now, nChecks, expectedVersion, newVersion, nPuts, nLogs,
- * nDeletes, marker ttl ms, then per check (sha1 of the task JSON or "", log length), per put (id,
- * json), per log write (replace, keep, count, entries...), per delete (id).
+ * nDeletes, marker ttl ms, this instance's own channel ("" on a cluster), then per check (sha1 of
+ * the task JSON or "", log length), per put (id, json), per log write (replace, keep, count,
+ * entries...), per delete (id).
+ * The commit is announced on the channel only when someone other than this instance listens: its
+ * own subscriber also subscribes to its own channel, so the two counts tell them apart. On a
+ * cluster (where NUMSUB counts one node's subscribers only) it is always announced.
  * Applying sets the marker to "1" (with the ttl), so a commit whose reply was lost can be told
  * apart from one that never ran (see SETTLE). A marker already set means this transaction id was
  * settled before: nothing is written.
@@ -39,7 +43,7 @@ export const COMMIT = new Script(`
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return -1 end
 if redis.call('EXISTS', KEYS[6]) == 1 then return 2 end
-local k, a = 7, 12
+local k, a = 7, 13
 for _ = 1, tonumber(ARGV[5]) do
   local value = redis.call('GET', KEYS[k])
   local sha = ARGV[a]
@@ -84,7 +88,9 @@ end
 redis.call('HSET', KEYS[3], 'version', ARGV[7], 'lastUpdated', ARGV[4])
 redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[6], '1', 'PX', ARGV[11])
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+if ARGV[12] == '' or redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > redis.call('PUBSUB', 'NUMSUB', ARGV[12])[2] then
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+end
 return 1
 `);
 

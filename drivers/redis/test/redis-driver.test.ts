@@ -241,6 +241,55 @@ describe("RedisStorageDriver clients and notifications", () => {
   });
 });
 
+describe("RedisStorageDriver announcements", () => {
+  it("announces a commit only when someone besides the committing instance listens", async () => {
+    const own = await startRedis({ dedicated: true });
+    const admin = new Redis(own.url);
+    const prefix = uniquePrefix();
+    const alone = new TaskManager(new EventBus(), new TaskRepository({ driver: new RedisStorageDriver({ url: own.url, prefix }) }));
+    await alone.loadFromRepository(); // subscribed: its own subscriber listens
+    await admin.config("RESETSTAT");
+    const id = await alone.create({ title: "nobody else listens" });
+    await alone.appendOutput(id, "still nobody");
+    const stats = await admin.info("commandstats");
+    expect(stats).toMatch(/cmdstat_evalsha:calls=2,/);
+    expect(stats).not.toMatch(/cmdstat_publish:/);
+
+    // Another listener (a plain subscriber here) hears every commit from then on, named by its instance.
+    const listener = new Redis(own.url);
+    const heard: string[] = [];
+    listener.on("message", (_channel: string, from: string) => heard.push(from));
+    await listener.subscribe(`{${prefix}}:changes`);
+    await alone.appendOutput(id, "now someone listens");
+    await alone.complete(id).catch(() => undefined); // pending -> completed is refused: no commit
+    await alone.start(id);
+    await vi_eventually(() => heard.length === 2);
+    expect(new Set(heard).size).toBe(1);
+    listener.disconnect();
+    await alone.close();
+    admin.disconnect();
+    await own.stop();
+  });
+
+  it("a load right after watch() waits for the subscription, so the next commit is not missed", async () => {
+    const prefix = uniquePrefix();
+    const writer = new TaskManager(new EventBus(), new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) }));
+    await writer.loadFromRepository();
+    for (let round = 0; round < 5; round++) {
+      const follower = await open(prefix);
+      let calls = 0;
+      const stop = follower.watch(() => calls++);
+      await follower.loadData(); // on the main connection, while the subscriber connects
+      await writer.create({ title: `round ${round}` });
+      await vi_eventually(() => calls === 1);
+      stop();
+      await follower.close();
+    }
+    await writer.close();
+    await deleteStore(target, prefix);
+  });
+});
+
 describe("RedisStorageDriver when the server goes away", () => {
   it("fails fast with STORAGE_UNAVAILABLE while the server is down and reconnects once it is back", async () => {
     const own = await startRedis({ dedicated: true, appendonly: true });

@@ -164,6 +164,16 @@ export class StoreLock {
   private connection(): Database.Database {
     if (!this.db) {
       this.db = this.open();
+      if (this.ownsConnection) {
+        // WAL: the row is read at every write of every instance, and a WAL reader of an unchanged
+        // file takes no file locks (about 3 us instead of 12). Best effort: another process
+        // switching it at the same moment is fine, and either mode is correct.
+        try {
+          this.db.pragma("journal_mode = WAL");
+        } catch (error) {
+          if (!isBusy(error)) throw error;
+        }
+      }
       this.db.exec(
         "CREATE TABLE IF NOT EXISTS lock (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, since INTEGER NOT NULL, expires INTEGER NOT NULL)",
       );

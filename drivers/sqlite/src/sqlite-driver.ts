@@ -182,10 +182,15 @@ export class SQLiteStorageDriver implements StorageDriver {
       // only the body (an UPDATE naming an indexed column rewrites its index pages, even when
       // the value is the same), and an append reuses the log span it already looked up.
       const seen = new Map<string, { parentId: string | undefined; status: string; span: LogSpan }>();
+      // Ids read and found absent: their log is empty too (a delete takes the log with the task).
+      const absent = new Set<string>();
       const reader: StoreReader = {
         get: async (id) => {
           const row = s.getTask.get(id) as { body: string } | undefined;
-          if (!row) return undefined;
+          if (!row) {
+            absent.add(id);
+            return undefined;
+          }
           const span = s.logSpan.get(id, id) as LogSpan;
           const head = parseJson(row.body, `task ${id}`) as TaskHead;
           seen.set(id, { parentId: head.parentId, status: head.status, span });
@@ -207,8 +212,10 @@ export class SQLiteStorageDriver implements StorageDriver {
         // Log rows are numbered 0, 1, 2... per task; trimming removes the lowest, so the span is dense.
         let first = 0;
         let next = 0;
-        if (log.replace) s.deleteLogs.run(log.id);
-        else {
+        if (log.replace) {
+          // A task this transaction created has no log rows to replace (the usual create).
+          if (!absent.has(log.id)) s.deleteLogs.run(log.id);
+        } else {
           const span = seen.get(log.id)?.span ?? (s.logSpan.get(log.id, log.id) as LogSpan);
           if (span.lo !== null) [first, next] = [span.lo, (span.hi as number) + 1];
         }
@@ -401,7 +408,8 @@ export class SQLiteStorageDriver implements StorageDriver {
       const blocked = await this.gate.run(async (): Promise<LockHolder | "busy" | undefined> => {
         const s = await this.ready();
         const db = this.db as Database.Database;
-        await retryBusy(() => s.begin.run(), Math.max(0, deadline - Date.now()), "begin a write");
+        // The usual case takes the write lock at once; only a busy database waits (asynchronously).
+        if (!tryBegin(s)) await retryBusy(() => s.begin.run(), Math.max(0, deadline - Date.now()), "begin a write");
         try {
           let holder: LockHolder | "busy" | undefined;
           try {
@@ -614,6 +622,17 @@ function entryOf(row: LogRow): LogEntry {
   if (row.source !== null) entry.source = row.source;
   if (row.extra !== null) Object.assign(entry, parseJson(row.extra, "log entry"));
   return entry;
+}
+
+/** BEGIN IMMEDIATE; false when the database is busy (then nothing began). */
+function tryBegin(s: Statements): boolean {
+  try {
+    s.begin.run();
+    return true;
+  } catch (error) {
+    if (isBusy(error)) return false;
+    throw error;
+  }
 }
 
 function readVersion(s: Statements): string {

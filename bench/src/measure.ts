@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { Worker } from "node:worker_threads";
 import type { StorageData, StoredTask } from "@taskstore/core";
 import type { BenchRow } from "./types.js";
 
@@ -41,6 +42,91 @@ export async function timed(rounds: number, width: number, one: (i: number) => P
   return performance.now() - start;
 }
 
+/** One side of a paired measurement: `one(i)` does operation `i`. */
+export interface Subject {
+  one(i: number): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/** Where a worker finds a subject: `(await import(module))[open](...args)` returns it. */
+export interface SubjectSpec {
+  /** A module URL (`import.meta.url` of the suite). */
+  module: string;
+  /** The name of the exported function that opens the subject. */
+  open: string;
+  /** Its arguments: plain data, since they cross to a worker thread. */
+  args: unknown[];
+}
+
+/** How a paired measurement runs: see `paired()`. */
+export interface PairPlan {
+  /** Operations each subject does before any clock starts (JIT, statement caches, connections). */
+  warmup: number;
+  /** Timed blocks per subject. */
+  blocks: number;
+  /** Rounds of `width` operations started together, per block. */
+  rounds: number;
+  width: number;
+}
+
+/**
+ * Operations per second of each subject, measured side by side. Each subject runs in a worker
+ * thread of its own: in one isolate, the raw client's calls would tune the client library's
+ * shared code for the raw client's shapes and slow the driver's (or the other way round), which
+ * no real program sees. Every subject is opened and warmed up first; then they take turns, block
+ * by block, one at a time, so that a slow spell of a shared machine (the other core busy, a slow
+ * fsync) hits every subject alike instead of whichever happened to run then. Each subject's rate
+ * is the median of its blocks' rates, so a block that a slow spell hit alone does not move it;
+ * `BENCH_BLOCKS=1` prints every block's rate. Operation indexes count on across blocks (warm-up
+ * ones start at 1e9), so creates stay unique.
+ */
+export async function paired(specs: SubjectSpec[], plan: PairPlan): Promise<number[]> {
+  const workers: { worker: Worker; ask: (message: object) => Promise<Record<string, unknown>> }[] = [];
+  try {
+    for (const spec of specs) {
+      const worker = new Worker(new URL("./subject-worker.js", import.meta.url), { workerData: spec });
+      const replies: ((reply: Record<string, unknown>) => void)[] = [];
+      let failed: Error | undefined;
+      worker.on("message", (reply: Record<string, unknown>) => replies.shift()?.(reply));
+      worker.on("error", (error) => {
+        failed = error;
+        for (const waiting of replies.splice(0)) waiting({ error: error.stack ?? String(error) });
+      });
+      const next = () =>
+        new Promise<Record<string, unknown>>((resolve, reject) => {
+          if (failed) reject(failed);
+          else replies.push((reply) => (reply.error ? reject(new Error(String(reply.error))) : resolve(reply)));
+        });
+      const ready = next();
+      workers.push({
+        worker,
+        ask: (message) => {
+          const reply = next();
+          worker.postMessage(message);
+          return reply;
+        },
+      });
+      await ready;
+    }
+    for (const { ask } of workers) await ask({ type: "warmup", count: plan.warmup });
+    const rates: number[][] = workers.map(() => []);
+    const perBlock = plan.rounds * plan.width;
+    for (let block = 0; block < plan.blocks; block++) {
+      for (const [k, { ask }] of workers.entries()) {
+        const { ms } = await ask({ type: "block", from: block * perBlock, rounds: plan.rounds, width: plan.width });
+        rates[k]?.push((perBlock * 1000) / (ms as number));
+      }
+    }
+    if (process.env.BENCH_BLOCKS) console.error(rates.map((r) => r.map((v) => Math.round(v)).join(" ")).join("\n"));
+    return rates.map(median);
+  } finally {
+    for (const { worker, ask } of workers) {
+      await ask({ type: "close" }).catch(() => undefined);
+      await worker.terminate();
+    }
+  }
+}
+
 /** Operations per second of `rounds` rounds of `width` operations started together. */
 export async function opsPerSec(rounds: number, width: number, one: (i: number) => Promise<unknown>): Promise<number> {
   return (rounds * width * 1000) / (await timed(rounds, width, one));
@@ -49,6 +135,11 @@ export async function opsPerSec(rounds: number, width: number, one: (i: number) 
 /** The note of a driver row: how many times faster the raw subject is. */
 export function overhead(driver: number, raw: number): string {
   return `overhead ${(raw / driver).toFixed(2)}x raw`;
+}
+
+/** The note of a driver row measured against both raw forms: the same work, and the minimal one. */
+export function overheads(driver: number, same: number, minimal: number): string {
+  return `${(same / driver).toFixed(2)}x raw doing the same work; ${(minimal / driver).toFixed(2)}x raw minimal`;
 }
 
 /**

@@ -1,8 +1,9 @@
+import { randomUUID } from "node:crypto";
 import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
 import { PostgresStorageDriver } from "@taskstore/driver-postgres";
 import { startPostgres } from "@taskstore/test-services";
 import pg from "pg";
-import { loadRows, medians, opsPerSec, overhead, rawTaskBody, seedTasks, storeOf } from "./measure.js";
+import { loadRows, medians, overheads, type PairPlan, paired, rawTaskBody, type Subject, seedTasks, storeOf } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -10,7 +11,7 @@ import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
  * `pg` on the same tables and server (fsync on, synchronous_commit on: the same durability):
  * - "raw pg, same statements" sends, per operation, exactly what the driver sends for one change
  *   set (BEGIN, the advisory lock, the version and task reads; then the upsert, the log INSERT,
- *   lastUpdated, NOTIFY and COMMIT), so the ratio is the driver's own overhead;
+ *   lastUpdated, NOTIFY, the transaction's txlog row and COMMIT), so the ratio is the driver's own overhead;
  * - "raw pg, minimal" is the least a hand-written client could do without those guarantees (a
  *   create is one INSERT; an append is BEGIN, INSERT, UPDATE, COMMIT): what the design costs.
  * Raw "32 concurrent" is 32 separate transactions over a pool of 10 connections, as a
@@ -26,36 +27,32 @@ export const run: BenchSuite = async (options: BenchOptions) => {
 };
 
 async function suite(url: string, options: BenchOptions): Promise<BenchRow[]> {
-  const runs = options.quick ? 1 : 3;
-  const sequential = options.quick ? 100 : 300;
-  const rounds = options.quick ? 4 : 10; // of 32 concurrent operations
+  const sequential: PairPlan = options.quick
+    ? { warmup: 30, blocks: 2, rounds: 50, width: 1 }
+    : { warmup: 1_500, blocks: 8, rounds: 150, width: 1 };
+  const concurrent: PairPlan = options.quick
+    ? { warmup: 30, blocks: 2, rounds: 4, width: 32 }
+    : { warmup: 1_500, blocks: 8, rounds: 5, width: 32 };
   const rows: BenchRow[] = [];
-  const scenarios: [string, (kind: Kind, schema: string) => Promise<number>][] = [
-    ["create, sequential, 1,000 tasks", (kind, schema) => measure(url, kind, schema, "create", sequential, 1)],
-    ["appendOutput, sequential, 1,000 tasks", (kind, schema) => measure(url, kind, schema, "append", sequential, 1)],
-    ["appendOutput, 32 concurrent, 1,000 tasks", (kind, schema) => measure(url, kind, schema, "append", rounds, 32)],
+  const scenarios: [string, "create" | "append", PairPlan][] = [
+    ["create, sequential, 1,000 tasks", "create", sequential],
+    ["appendOutput, sequential, 1,000 tasks", "append", sequential],
+    ["appendOutput, 32 concurrent, 1,000 tasks", "append", concurrent],
   ];
-  for (const [scenario, bench] of scenarios) {
-    const [driver, raw, minimal] = (await medians(runs, [
-      fresh(url, (schema) => bench("driver", schema)),
-      fresh(url, (schema) => bench("raw", schema)),
-      fresh(url, (schema) => bench("minimal", schema)),
-    ])) as [number, number, number];
+  for (const [scenario, op, plan] of scenarios) {
+    const [driver, raw, minimal] = (await paired(
+      (["driver", "raw", "minimal"] as const).map((kind) => ({ module: import.meta.url, open: "openSubject", args: [url, kind, op] })),
+      plan,
+    )) as [number, number, number];
     rows.push({
       scenario,
       subject: "postgres driver (TaskManager)",
       opsPerSec: driver,
       latencyMs: 1000 / driver,
-      note: overhead(driver, raw),
+      note: overheads(driver, raw, minimal),
     });
     rows.push({ scenario, subject: "raw pg, same statements", opsPerSec: raw, latencyMs: 1000 / raw });
-    rows.push({
-      scenario,
-      subject: "raw pg, minimal (no lock, read, NOTIFY)",
-      opsPerSec: minimal,
-      latencyMs: 1000 / minimal,
-      note: overhead(driver, minimal),
-    });
+    rows.push({ scenario, subject: "raw pg, minimal (no lock, read, NOTIFY)", opsPerSec: minimal, latencyMs: 1000 / minimal });
   }
   const scenario = "load of 1,000 tasks";
   const [loadData, loadManager, loadRaw] = (await medians(options.quick ? 3 : 7, [
@@ -99,11 +96,10 @@ async function seed(url: string, schema: string): Promise<StoredTask[]> {
   return tasks;
 }
 
-/** Operations before the clock starts: connections, plans, the first WAL segment. */
-const WARMUP = 30;
-
-/** ops/s of `rounds` rounds of `width` concurrent creates or appends on a store of 1,000 tasks. */
-async function measure(url: string, kind: Kind, schema: string, op: "create" | "append", rounds: number, width: number): Promise<number> {
+/** One side of a write scenario, on a fresh schema of its own seeded with 1,000 tasks, dropped at close (run in a worker: see `paired()`). */
+export async function openSubject(url: string, kind: Kind, op: "create" | "append"): Promise<Subject> {
+  // Unique across the worker threads, which share the pid and each count from 0.
+  const schema = `bench_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
   const seeded = await seed(url, schema);
   const target = (i: number) => (seeded[i % seeded.length] as StoredTask).id;
 
@@ -113,12 +109,14 @@ async function measure(url: string, kind: Kind, schema: string, op: "create" | "
       new TaskRepository({ driver: new PostgresStorageDriver({ connectionString: url, schema }) }),
     );
     await manager.loadFromRepository();
-    for (let i = 0; i < WARMUP; i++) await manager.appendOutput(target(i), "warm-up");
-    const result = await opsPerSec(rounds, width, (i) =>
-      op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
-    );
-    await manager.close();
-    return result;
+    return {
+      one: (i) =>
+        op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
+      close: async () => {
+        await manager.close();
+        await sql(url, `DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      },
+    };
   }
 
   const pool = new pg.Pool({ connectionString: url, max: 10 });
@@ -141,7 +139,8 @@ async function measure(url: string, kind: Kind, schema: string, op: "create" | "
            ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, status = excluded.status, body = excluded.body, raw = excluded.raw;
          ${log}
          INSERT INTO ${s}.meta (key, value) VALUES ('lastUpdated', '${Date.now()}'::json) ON CONFLICT (key) DO UPDATE SET value = excluded.value;
-         SELECT pg_notify('taskstore:${schema}', 'raw'); COMMIT`,
+         SELECT pg_notify('taskstore:${schema}', 'raw');
+         INSERT INTO ${s}.txlog (id) VALUES ('${randomUUID()}'); COMMIT`,
       );
     } catch (error) {
       await client.query("ROLLBACK");
@@ -179,10 +178,13 @@ async function measure(url: string, kind: Kind, schema: string, op: "create" | "
       JSON.stringify(task),
     ]);
   };
-  for (let i = 0; i < WARMUP; i++) await append(target(i), "warm-up");
-  const result = await opsPerSec(rounds, width, (i) => (op === "create" ? create(i) : append(target(i), `line ${i}`)));
-  await pool.end();
-  return result;
+  return {
+    one: (i) => (op === "create" ? create(i) : append(target(i), `line ${i}`)),
+    close: async () => {
+      await pool.end();
+      await sql(url, `DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    },
+  };
 }
 
 /** Loads per second of a store of 1,000 tasks, each with two log entries. */

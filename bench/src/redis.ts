@@ -3,32 +3,47 @@ import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@tasksto
 import { RedisStorageDriver } from "@taskstore/driver-redis";
 import { startRedis } from "@taskstore/test-services";
 import { Redis } from "ioredis";
-import { loadRows, medians, overhead, storeOf, timed } from "./measure.js";
+import { loadRows, medians, overheads, type PairPlan, paired, type Subject, storeOf } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
  * The Redis driver, through TaskManager (validation, change sets, optimistic check, group
- * commit), against raw ioredis writing the same keys by hand with no concurrency control: a
- * create is MULTI { SET task, ZADD index }, an append is MULTI { SET task (updatedAt),
- * RPUSH log, LTRIM log }. Both at the same durability: a server of the bench's own, no AOF.
+ * commit), against raw ioredis writing the same keys by hand: "minimal" with no concurrency
+ * control (a create is MULTI { SET task, ZADD index }, an append is MULTI { SET task (updatedAt),
+ * RPUSH log, LTRIM log }), and "the same commands", which adds what the driver's commit script
+ * runs around those writes (see `same` below), so the ratio to it is the driver's own overhead.
+ * All at the same durability: a server of the bench's own, no AOF. Each subject runs in a worker
+ * thread of its own (see `paired()`).
  */
 export const run: BenchSuite = async (options: BenchOptions) => {
   const runs = options.quick ? 1 : 5;
-  const sequential = options.quick ? 100 : 500;
-  const rounds = options.quick ? 5 : 20; // of 32 concurrent operations
   const server = await startRedis({ dedicated: true });
   const raw = new Redis(server.url);
   const rows: BenchRow[] = [];
+  const sequential: PairPlan = options.quick
+    ? { warmup: 50, blocks: 2, rounds: 100, width: 1 }
+    : { warmup: 5_000, blocks: 10, rounds: 300, width: 1 };
+  const concurrent: PairPlan = options.quick
+    ? { warmup: 50, blocks: 2, rounds: 5, width: 32 }
+    : { warmup: 5_000, blocks: 10, rounds: 10, width: 32 };
   try {
-    const scenarios: [string, (kind: "driver" | "raw") => Promise<number>][] = [
-      ["create, sequential, 1,000 tasks", (kind) => measureWrites(server.url, raw, kind, "create", sequential, 1)],
-      ["appendOutput, sequential, 1,000 tasks", (kind) => measureWrites(server.url, raw, kind, "append", sequential, 1)],
-      ["appendOutput, 32 concurrent, 1,000 tasks", (kind) => measureWrites(server.url, raw, kind, "append", rounds, 32)],
+    const scenarios: [string, "create" | "append", PairPlan][] = [
+      ["create, sequential, 1,000 tasks", "create", sequential],
+      ["appendOutput, sequential, 1,000 tasks", "append", sequential],
+      ["appendOutput, 32 concurrent, 1,000 tasks", "append", concurrent],
     ];
-    for (const [scenario, bench] of scenarios) {
-      const [driver, direct] = (await medians(runs, [() => bench("driver"), () => bench("raw")])) as [number, number];
-      rows.push({ scenario, subject: "redis driver (TaskManager)", opsPerSec: driver, note: overhead(driver, direct) });
-      rows.push({ scenario, subject: "raw ioredis", opsPerSec: direct });
+    for (const [scenario, op, plan] of scenarios) {
+      const [driver, direct, same] = (await paired(
+        (["driver", "raw", "same"] as const).map((kind) => ({
+          module: import.meta.url,
+          open: "openSubject",
+          args: [server.url, kind, op],
+        })),
+        plan,
+      )) as [number, number, number];
+      rows.push({ scenario, subject: "redis driver (TaskManager)", opsPerSec: driver, note: overheads(driver, same, direct) });
+      rows.push({ scenario, subject: "raw ioredis, the same commands", opsPerSec: same });
+      rows.push({ scenario, subject: "raw ioredis, minimal MULTI", opsPerSec: direct });
     }
     const scenario = "load of 1,000 tasks (5 log entries each)";
     const [loadData, manager, direct] = (await medians(runs, [
@@ -44,32 +59,55 @@ export const run: BenchSuite = async (options: BenchOptions) => {
   return rows;
 };
 
-async function measureWrites(
-  url: string,
-  raw: Redis,
-  kind: "driver" | "raw",
-  op: "create" | "append",
-  rounds: number,
-  width: number,
-): Promise<number> {
+/** One side of a write scenario, on a store of its own seeded with 1,000 tasks (run in a worker: see `paired()`). */
+export async function openSubject(url: string, kind: "driver" | "raw" | "same", op: "create" | "append"): Promise<Subject> {
+  const raw = new Redis(url);
   const prefix = `bench-${randomUUID().slice(0, 8)}`;
   const seed = seedTasks(1_000);
   const seeder = new RedisStorageDriver({ url, prefix });
   await seeder.initialize();
   await seeder.saveData(storeOf(seed));
   await seeder.close();
-  const pick = (i: number) => (seed[(i * 7919) % seed.length] as StoredTask).id;
-  let elapsed: number;
+  const pick = (i: number) => seed[(i * 7919) % seed.length] as StoredTask;
   if (kind === "driver") {
     const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new RedisStorageDriver({ url, prefix }) }));
     await manager.loadFromRepository();
-    const one = (i: number) => (op === "create" ? manager.create({ title: `bench ${i}` }) : manager.appendOutput(pick(i), `line ${i}`));
-    elapsed = await timed(rounds, width, one);
-    await manager.close();
-  } else {
-    const tag = `{${prefix}}:main:`;
-    let seq = seed.length;
-    const one = async (i: number) => {
+    return {
+      one: (i) => (op === "create" ? manager.create({ title: `bench ${i}` }) : manager.appendOutput(pick(i).id, `line ${i}`)),
+      close: async () => {
+        await manager.close();
+        await deletePrefix(raw, prefix);
+        raw.disconnect();
+      },
+    };
+  }
+  const tag = `{${prefix}}:main:`;
+  const store = `{${prefix}}:`;
+  let seq = seed.length;
+  /**
+   * The commands the driver's commit script runs, sent in one MULTI without its conditions (a
+   * client cannot branch inside MULTI): the lock, the commit marker, the task's JSON and log
+   * length, the version, the index, the meta hash, the commit counter, the marker, and the two
+   * subscriber counts (nobody else listens here, so nothing is published). The caller adds the
+   * writes of its operation.
+   */
+  const same = (id: string, body: object) =>
+    raw
+      .multi()
+      .get(`${store}lock`)
+      .exists(`${store}tx:${randomUUID()}`)
+      .get(`${tag}t:${id}`)
+      .llen(`${tag}l:${id}`)
+      .hget(`${tag}meta`, "version")
+      .set(`${tag}t:${id}`, JSON.stringify(body))
+      .zscore(`${tag}ids`, id)
+      .hset(`${tag}meta`, "version", "1.0.0", "lastUpdated", String(Date.now()))
+      .incr(`${store}rev`)
+      .set(`${store}tx:${randomUUID()}`, "1", "PX", 600_000)
+      .pubsub("NUMSUB", `${store}changes`)
+      .pubsub("NUMSUB", `${store}changes:${id}`);
+  return {
+    one: async (i) => {
       const now = Date.now();
       if (op === "create") {
         const id = randomUUID();
@@ -83,22 +121,23 @@ async function measureWrites(
           updatedAt: now,
           children: [],
         };
-        await raw.multi().set(`${tag}t:${id}`, JSON.stringify(task)).zadd(`${tag}ids`, ++seq, id).exec();
+        if (kind === "raw") await raw.multi().set(`${tag}t:${id}`, JSON.stringify(task)).zadd(`${tag}ids`, ++seq, id).exec();
+        else await same(id, task).zadd(`${tag}ids`, ++seq, id).exec();
       } else {
-        const { logs: _logs, ...body } = seed[(i * 7919) % seed.length] as StoredTask;
+        const { logs: _logs, ...body } = pick(i);
         const entry = JSON.stringify({ timestamp: now, output: `line ${i}`, type: "log" });
-        await raw
-          .multi()
+        await (kind === "raw" ? raw.multi() : same(body.id, { ...body, updatedAt: now }))
           .set(`${tag}t:${body.id}`, JSON.stringify({ ...body, updatedAt: now }))
           .rpush(`${tag}l:${body.id}`, entry)
           .ltrim(`${tag}l:${body.id}`, -10_000, -1)
           .exec();
       }
-    };
-    elapsed = await timed(rounds, width, one);
-  }
-  await deletePrefix(raw, prefix);
-  return (rounds * width * 1000) / elapsed;
+    },
+    close: async () => {
+      await deletePrefix(raw, prefix);
+      raw.disconnect();
+    },
+  };
 }
 
 async function measureLoad(url: string, raw: Redis, kind: "loadData" | "manager" | "raw"): Promise<number> {

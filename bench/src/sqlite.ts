@@ -1,38 +1,69 @@
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
 import { SQLiteStorageDriver, type SynchronousLevel } from "@taskstore/driver-sqlite";
 import Database from "better-sqlite3";
-import { inTempDir, loadRows, medians, opsPerSec, overhead, rawTaskBody, seedTasks, storeOf } from "./measure.js";
+import {
+  inTempDir,
+  loadRows,
+  medians,
+  overheads,
+  type PairPlan,
+  paired,
+  rawTaskBody,
+  type Subject,
+  seedTasks,
+  storeOf,
+} from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
  * The SQLite driver, through TaskManager (validation, change sets, group commit and all), against
- * raw better-sqlite3 doing the same writes by hand at the same `synchronous` level: a create
- * inserts one task row; an append inserts one log row and moves the task's updatedAt, in one
- * transaction. Raw calls are synchronous, so raw "32 concurrent" is 32 separate transactions: a
- * hand-written client has no group commit unless someone writes one.
+ * raw better-sqlite3 at the same `synchronous` level, in two forms: "minimal" does the writes by
+ * hand (a create inserts one task row; an append inserts one log row and moves the task's
+ * updatedAt, in one transaction); "the same statements" runs what the driver runs for one change
+ * set (see `openSubject`), so the ratio to it is the driver's own overhead. Raw calls are
+ * synchronous, so raw "32 concurrent" is 32 separate transactions: a hand-written client has no
+ * group commit unless someone writes one. Each subject runs in a worker thread of its own (see
+ * `paired()`).
  */
 export const run: BenchSuite = async (options: BenchOptions) => {
   const runs = options.quick ? 1 : 5;
-  const sequential = options.quick ? 100 : 300;
-  const rounds = options.quick ? 4 : 10; // of 32 concurrent operations
   const rows: BenchRow[] = [];
   for (const level of ["FULL", "NORMAL"] as const) {
     const at = `synchronous=${level}`;
-    const scenarios: [string, (kind: "driver" | "raw", dir: string) => Promise<number>][] = [
-      [`create, sequential, 1,000 tasks, ${at}`, (kind, dir) => measure(kind, dir, level, "create", sequential, 1)],
-      [`create, 32 concurrent, 1,000 tasks, ${at}`, (kind, dir) => measure(kind, dir, level, "create", rounds, 32)],
-      [`appendOutput, sequential, 1,000 tasks, ${at}`, (kind, dir) => measure(kind, dir, level, "append", sequential, 1)],
-      [`appendOutput, 32 concurrent, 1,000 tasks, ${at}`, (kind, dir) => measure(kind, dir, level, "append", rounds, 32)],
+    // Blocks sized so that each subject's block takes a similar, short time at either level.
+    const scale = level === "FULL" ? 1 : 10;
+    const sequential: PairPlan = options.quick
+      ? { warmup: 50, blocks: 2, rounds: 50 * scale, width: 1 }
+      : { warmup: 3_000, blocks: 8, rounds: 100 * scale, width: 1 };
+    const concurrent: PairPlan = options.quick
+      ? { warmup: 50, blocks: 2, rounds: 2 * scale, width: 32 }
+      : { warmup: 3_000, blocks: 8, rounds: 5 * scale, width: 32 };
+    const scenarios: [string, "create" | "append", PairPlan][] = [
+      [`create, sequential, 1,000 tasks, ${at}`, "create", sequential],
+      [`create, 32 concurrent, 1,000 tasks, ${at}`, "create", concurrent],
+      [`appendOutput, sequential, 1,000 tasks, ${at}`, "append", sequential],
+      [`appendOutput, 32 concurrent, 1,000 tasks, ${at}`, "append", concurrent],
     ];
-    for (const [scenario, bench] of scenarios) {
-      // Alternating runs, so that a slow spell of the disk's fsync hits both sides alike.
-      const [driver, raw] = (await medians(runs, [fresh((dir) => bench("driver", dir)), fresh((dir) => bench("raw", dir))])) as [
-        number,
-        number,
-      ];
-      rows.push({ scenario, subject: "sqlite driver (TaskManager)", opsPerSec: driver, note: overhead(driver, raw) });
-      rows.push({ scenario, subject: "raw better-sqlite3", opsPerSec: raw });
+    for (const [scenario, op, plan] of scenarios) {
+      const dir = mkdtempSync(path.join(os.tmpdir(), "taskstore-bench-sqlite-"));
+      try {
+        const [driver, raw, same] = (await paired(
+          (["driver", "raw", "same"] as const).map((kind) => ({
+            module: import.meta.url,
+            open: "openSubject",
+            args: [kind, path.join(dir, `${kind}.db`), level, op],
+          })),
+          plan,
+        )) as [number, number, number];
+        rows.push({ scenario, subject: "sqlite driver (TaskManager)", opsPerSec: driver, note: overheads(driver, same, raw) });
+        rows.push({ scenario, subject: "raw better-sqlite3, the same statements", opsPerSec: same });
+        rows.push({ scenario, subject: "raw better-sqlite3, minimal", opsPerSec: raw });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     }
   }
   const loads = options.quick ? 2_000 : 10_000;
@@ -49,19 +80,13 @@ export const run: BenchSuite = async (options: BenchOptions) => {
 /** Each bench run in a fresh folder. */
 const fresh = (bench: (dir: string) => Promise<number>) => inTempDir("taskstore-bench-sqlite-", bench);
 
-/** Operations before the clock starts: statement caches, JIT and the WAL file's first growth. */
-const WARMUP = 50;
-
-/** ops/s of `rounds` rounds of `width` concurrent creates or appends on a store of 1,000 tasks. */
-async function measure(
-  kind: "driver" | "raw",
-  dir: string,
+/** One side of a write scenario, on its own database file seeded with 1,000 tasks (run in a worker: see `paired()`). */
+export async function openSubject(
+  kind: "driver" | "raw" | "same",
+  file: string,
   level: SynchronousLevel,
   op: "create" | "append",
-  rounds: number,
-  width: number,
-): Promise<number> {
-  const file = path.join(dir, "tasks.db");
+): Promise<Subject> {
   const seeded = seedTasks(1_000);
   const seed = new SQLiteStorageDriver({ path: file, synchronous: level });
   await seed.initialize();
@@ -75,12 +100,11 @@ async function measure(
       new TaskRepository({ driver: new SQLiteStorageDriver({ path: file, synchronous: level }) }),
     );
     await manager.loadFromRepository();
-    for (let i = 0; i < WARMUP; i++) await manager.appendOutput(target(i), "warm-up");
-    const result = await opsPerSec(rounds, width, (i) =>
-      op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
-    );
-    await manager.close();
-    return result;
+    return {
+      one: (i) =>
+        op === "create" ? manager.create({ title: `bench ${i}`, metadata: { i } }) : manager.appendOutput(target(i), `line ${i}`),
+      close: () => manager.close(),
+    };
   }
 
   const db = new Database(file);
@@ -91,29 +115,75 @@ async function measure(
   const touch = db.prepare("UPDATE tasks SET body = json_set(body, '$.updatedAt', ?) WHERE id = ?");
   const nextN = new Map<string, number>();
   const append = db.transaction((id: string, output: string) => {
-    const n = nextN.get(id) ?? 1;
+    const n = nextN.get(id) ?? 2;
     nextN.set(id, n + 1);
     const now = Date.now();
     insertLog.run(id, n, now, "log", output);
     touch.run(now, id);
   });
-  for (let i = 0; i < WARMUP; i++) append(target(i), "warm-up");
-  const start = performance.now();
-  for (let r = 0; r < rounds; r++) {
-    for (let w = 0; w < width; w++) {
-      const i = r * width + w;
+  if (kind === "raw") {
+    return {
+      // Synchronous calls: a raw "32 concurrent" round is 32 separate transactions.
+      one: async (i) => {
+        if (op === "create") {
+          const task = rawTaskBody(i);
+          insertTask.run(task.id, null, "pending", JSON.stringify(task));
+        } else {
+          append(target(i), `line ${i}`);
+        }
+      },
+      close: async () => {
+        db.close();
+      },
+    };
+  }
+
+  // The statements the driver runs for one change set: BEGIN IMMEDIATE, the store lock's row (in
+  // its own file), the stored version, the task and its log span, the writes, COMMIT; and the
+  // check that the file is still the one opened (a restore elsewhere replaces it).
+  const lock = new Database(`${file}.lock`);
+  lock.pragma("journal_mode = WAL");
+  lock.exec(
+    "CREATE TABLE IF NOT EXISTS lock (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, since INTEGER NOT NULL, expires INTEGER NOT NULL)",
+  );
+  const lockRow = lock.prepare("SELECT owner, pid, host, since, expires FROM lock WHERE id = 1");
+  const begin = db.prepare("BEGIN IMMEDIATE");
+  const commit = db.prepare("COMMIT");
+  const getVersion = db.prepare("SELECT value FROM meta WHERE key = 'version'");
+  const getTask = db.prepare("SELECT body FROM tasks WHERE id = ?");
+  const putTask = db.prepare(
+    "INSERT INTO tasks (id, parent_id, status, body) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, status = excluded.status, body = excluded.body",
+  );
+  const logSpan = db.prepare(
+    "SELECT (SELECT min(n) FROM task_logs WHERE task_id = ?) AS lo, (SELECT max(n) FROM task_logs WHERE task_id = ?) AS hi",
+  );
+  const setBody = db.prepare("UPDATE tasks SET body = ? WHERE id = ?");
+  const inode = statSync(file).ino;
+  return {
+    one: async (i) => {
+      if (statSync(file).ino !== inode) throw new Error("replaced");
+      begin.run();
+      lockRow.get();
+      getVersion.get();
       if (op === "create") {
         const task = rawTaskBody(i);
-        insertTask.run(task.id, null, "pending", JSON.stringify(task));
+        getTask.get(task.id);
+        putTask.run(task.id, null, "pending", JSON.stringify(task));
       } else {
-        append(target(i), `line ${i}`);
+        const id = target(i);
+        const row = getTask.get(id) as { body: string };
+        const span = logSpan.get(id, id) as { hi: number };
+        const now = Date.now();
+        setBody.run(JSON.stringify({ ...JSON.parse(row.body), updatedAt: now }), id);
+        insertLog.run(id, span.hi + 1, now, "log", `line ${i}`);
       }
-    }
-    await Promise.resolve();
-  }
-  const elapsed = performance.now() - start;
-  db.close();
-  return (rounds * width * 1000) / elapsed;
+      commit.run();
+    },
+    close: async () => {
+      lock.close();
+      db.close();
+    },
+  };
 }
 
 /** Loads per second of a store of `count` tasks, each with two log entries. */

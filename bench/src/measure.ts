@@ -127,6 +127,24 @@ export async function paired(specs: SubjectSpec[], plan: PairPlan): Promise<numb
   }
 }
 
+/**
+ * A driver against raw doing the same work and raw minimal, as two pairs (driver with each), so
+ * that neither raw subject shares the machine's turns with the other: in one three-way run the
+ * driver measured up to 20% slower than in either pair. The driver's rate is the mean of its two;
+ * the note gives each ratio from its own pair.
+ */
+export async function versus(
+  driver: SubjectSpec,
+  same: SubjectSpec,
+  minimal: SubjectSpec,
+  plan: PairPlan,
+): Promise<{ driver: number; same: number; minimal: number; note: string }> {
+  const [driverA, sameRate] = (await paired([driver, same], plan)) as [number, number];
+  const [driverB, minimalRate] = (await paired([driver, minimal], plan)) as [number, number];
+  const note = `${(sameRate / driverA).toFixed(2)}x raw doing the same work; ${(minimalRate / driverB).toFixed(2)}x raw minimal`;
+  return { driver: (driverA + driverB) / 2, same: sameRate, minimal: minimalRate, note };
+}
+
 /** Operations per second of `rounds` rounds of `width` operations started together. */
 export async function opsPerSec(rounds: number, width: number, one: (i: number) => Promise<unknown>): Promise<number> {
   return (rounds * width * 1000) / (await timed(rounds, width, one));
@@ -135,11 +153,6 @@ export async function opsPerSec(rounds: number, width: number, one: (i: number) 
 /** The note of a driver row: how many times faster the raw subject is. */
 export function overhead(driver: number, raw: number): string {
   return `overhead ${(raw / driver).toFixed(2)}x raw`;
-}
-
-/** The note of a driver row measured against both raw forms: the same work, and the minimal one. */
-export function overheads(driver: number, same: number, minimal: number): string {
-  return `${(same / driver).toFixed(2)}x raw doing the same work; ${(minimal / driver).toFixed(2)}x raw minimal`;
 }
 
 /**

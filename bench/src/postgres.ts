@@ -3,7 +3,7 @@ import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@tasksto
 import { PostgresStorageDriver } from "@taskstore/driver-postgres";
 import { startPostgres } from "@taskstore/test-services";
 import pg from "pg";
-import { loadRows, medians, overheads, type PairPlan, paired, rawTaskBody, type Subject, seedTasks, storeOf } from "./measure.js";
+import { loadRows, medians, type PairPlan, rawTaskBody, type Subject, seedTasks, storeOf, versus } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -40,18 +40,10 @@ async function suite(url: string, options: BenchOptions): Promise<BenchRow[]> {
     ["appendOutput, 32 concurrent, 1,000 tasks", "append", concurrent],
   ];
   for (const [scenario, op, plan] of scenarios) {
-    const [driver, raw, minimal] = (await paired(
-      (["driver", "raw", "minimal"] as const).map((kind) => ({ module: import.meta.url, open: "openSubject", args: [url, kind, op] })),
-      plan,
-    )) as [number, number, number];
-    rows.push({
-      scenario,
-      subject: "postgres driver (TaskManager)",
-      opsPerSec: driver,
-      latencyMs: 1000 / driver,
-      note: overheads(driver, raw, minimal),
-    });
-    rows.push({ scenario, subject: "raw pg, same statements", opsPerSec: raw, latencyMs: 1000 / raw });
+    const spec = (kind: Kind) => ({ module: import.meta.url, open: "openSubject", args: [url, kind, op] });
+    const { driver, same, minimal, note } = await versus(spec("driver"), spec("raw"), spec("minimal"), plan);
+    rows.push({ scenario, subject: "postgres driver (TaskManager)", opsPerSec: driver, latencyMs: 1000 / driver, note });
+    rows.push({ scenario, subject: "raw pg, same statements", opsPerSec: same, latencyMs: 1000 / same });
     rows.push({ scenario, subject: "raw pg, minimal (no lock, read, NOTIFY)", opsPerSec: minimal, latencyMs: 1000 / minimal });
   }
   const scenario = "load of 1,000 tasks";

@@ -3,7 +3,7 @@ import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@tasksto
 import { RedisStorageDriver } from "@taskstore/driver-redis";
 import { startRedis } from "@taskstore/test-services";
 import { Redis } from "ioredis";
-import { loadRows, medians, overheads, type PairPlan, paired, type Subject, storeOf } from "./measure.js";
+import { loadRows, medians, type PairPlan, type Subject, storeOf, versus } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -33,17 +33,11 @@ export const run: BenchSuite = async (options: BenchOptions) => {
       ["appendOutput, 32 concurrent, 1,000 tasks", "append", concurrent],
     ];
     for (const [scenario, op, plan] of scenarios) {
-      const [driver, direct, same] = (await paired(
-        (["driver", "raw", "same"] as const).map((kind) => ({
-          module: import.meta.url,
-          open: "openSubject",
-          args: [server.url, kind, op],
-        })),
-        plan,
-      )) as [number, number, number];
-      rows.push({ scenario, subject: "redis driver (TaskManager)", opsPerSec: driver, note: overheads(driver, same, direct) });
+      const spec = (kind: "driver" | "raw" | "same") => ({ module: import.meta.url, open: "openSubject", args: [server.url, kind, op] });
+      const { driver, same, minimal, note } = await versus(spec("driver"), spec("same"), spec("raw"), plan);
+      rows.push({ scenario, subject: "redis driver (TaskManager)", opsPerSec: driver, note });
       rows.push({ scenario, subject: "raw ioredis, the same commands", opsPerSec: same });
-      rows.push({ scenario, subject: "raw ioredis, minimal MULTI", opsPerSec: direct });
+      rows.push({ scenario, subject: "raw ioredis, minimal MULTI", opsPerSec: minimal });
     }
     const scenario = "load of 1,000 tasks (5 log entries each)";
     const [loadData, manager, direct] = (await medians(runs, [

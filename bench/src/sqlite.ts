@@ -1,21 +1,11 @@
+import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
 import { SQLiteStorageDriver, type SynchronousLevel } from "@taskstore/driver-sqlite";
 import Database from "better-sqlite3";
-import {
-  inTempDir,
-  loadRows,
-  medians,
-  overheads,
-  type PairPlan,
-  paired,
-  rawTaskBody,
-  type Subject,
-  seedTasks,
-  storeOf,
-} from "./measure.js";
+import { inTempDir, loadRows, medians, type PairPlan, rawTaskBody, type Subject, seedTasks, storeOf, versus } from "./measure.js";
 import type { BenchOptions, BenchRow, BenchSuite } from "./types.js";
 
 /**
@@ -50,17 +40,15 @@ export const run: BenchSuite = async (options: BenchOptions) => {
     for (const [scenario, op, plan] of scenarios) {
       const dir = mkdtempSync(path.join(os.tmpdir(), "taskstore-bench-sqlite-"));
       try {
-        const [driver, raw, same] = (await paired(
-          (["driver", "raw", "same"] as const).map((kind) => ({
-            module: import.meta.url,
-            open: "openSubject",
-            args: [kind, path.join(dir, `${kind}.db`), level, op],
-          })),
-          plan,
-        )) as [number, number, number];
-        rows.push({ scenario, subject: "sqlite driver (TaskManager)", opsPerSec: driver, note: overheads(driver, same, raw) });
+        const spec = (kind: "driver" | "raw" | "same") => ({
+          module: import.meta.url,
+          open: "openSubject",
+          args: [kind, path.join(dir, `${kind}-${randomUUID()}.db`), level, op],
+        });
+        const { driver, same, minimal, note } = await versus(spec("driver"), spec("same"), spec("raw"), plan);
+        rows.push({ scenario, subject: "sqlite driver (TaskManager)", opsPerSec: driver, note });
         rows.push({ scenario, subject: "raw better-sqlite3, the same statements", opsPerSec: same });
-        rows.push({ scenario, subject: "raw better-sqlite3, minimal", opsPerSec: raw });
+        rows.push({ scenario, subject: "raw better-sqlite3, minimal", opsPerSec: minimal });
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }

@@ -62,7 +62,11 @@ export class Transaction {
       : (await this.start(`; ${text}${lit(id)}`))?.rows[0];
     // A task that is not there has no log either (a delete takes the log with the task).
     this.logCounts.set(id, row?.n ?? 0);
-    return row ? ({ ...row.body, logCount: row.n } as TaskHead) : undefined;
+    if (!row) return undefined;
+    // Assigned, not spread in: `{ ...body, logCount }` is a slow path in V8 (see core's copy.ts).
+    const head = row.body as TaskHead;
+    head.logCount = row.n;
+    return head;
   }
 
   /** Runs `statements`, then COMMIT, in one round trip (with BEGIN and the lock first if nothing was read). */

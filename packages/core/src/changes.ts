@@ -1,4 +1,4 @@
-import { withoutKey } from "./copy.js";
+import { patched, withoutKey } from "./copy.js";
 import type { StoreReader, WriteSet } from "./driver.js";
 import { ConflictError, CycleError, InvalidTransitionError, TaskNotFoundError, VersionUnsupportedError } from "./errors.js";
 import {
@@ -137,7 +137,7 @@ class Layer {
         if (task.parentId !== undefined) {
           const parent = await this.require(task.parentId);
           if (!parent.children.includes(task.id)) {
-            this.write({ ...parent, children: [...parent.children, task.id], updatedAt: later(parent.updatedAt, task.createdAt) });
+            this.write(patched(parent, { children: [...parent.children, task.id], updatedAt: later(parent.updatedAt, task.createdAt) }));
           }
         }
         this.putWhole(task);
@@ -148,7 +148,8 @@ class Layer {
         return;
       case "patch": {
         const head = await this.require(change.id);
-        const next: TaskHead = { ...head, ...change.set, updatedAt: later(head.updatedAt, change.at) };
+        let next = patched<TaskHead>(head, change.set);
+        next.updatedAt = later(head.updatedAt, change.at);
         if (change.transition) {
           const to = change.set.status ?? head.status;
           if (!change.transition.from.includes(head.status)) {
@@ -157,7 +158,7 @@ class Layer {
         }
         if (change.mergeProgress) next.progress = { ...head.progress, ...change.mergeProgress };
         if (change.transition) this.report.statusFrom.set(change.id, head.status);
-        for (const key of change.unset ?? []) delete next[key];
+        for (const key of change.unset ?? []) next = withoutKey(next, key) as TaskHead;
         this.write(next);
         return;
       }
@@ -165,7 +166,7 @@ class Layer {
         const head = await this.require(change.id);
         const log = this.logFor(change.id);
         log.entries.push(...change.entries);
-        this.write(this.capped({ ...head, updatedAt: later(head.updatedAt, change.at) }, change.entries.length, log));
+        this.write(this.capped(patched(head, { updatedAt: later(head.updatedAt, change.at) }), change.entries.length, log));
         return;
       }
       case "link": {
@@ -184,15 +185,16 @@ class Layer {
         if (child.parentId !== undefined && child.parentId !== parentId) {
           const old = await this.find(child.parentId);
           if (old)
-            this.write({ ...old, children: old.children.filter((id) => id !== childId), updatedAt: later(old.updatedAt, change.at) });
+            this.write(patched(old, { children: old.children.filter((id) => id !== childId), updatedAt: later(old.updatedAt, change.at) }));
         }
         const fresh = (await this.find(parentId)) as TaskHead;
-        this.write({
-          ...fresh,
-          children: [...fresh.children.filter((id) => id !== childId), childId],
-          updatedAt: later(fresh.updatedAt, change.at),
-        });
-        this.write({ ...child, parentId, updatedAt: later(child.updatedAt, change.at) });
+        this.write(
+          patched(fresh, {
+            children: [...fresh.children.filter((id) => id !== childId), childId],
+            updatedAt: later(fresh.updatedAt, change.at),
+          }),
+        );
+        this.write(patched(child, { parentId, updatedAt: later(child.updatedAt, change.at) }));
         return;
       }
       case "remove": {
@@ -214,11 +216,12 @@ class Layer {
         if (head.parentId !== undefined) {
           const parent = await this.find(head.parentId);
           if (parent && !seen.has(parent.id)) {
-            this.write({
-              ...parent,
-              children: parent.children.filter((id) => id !== head.id),
-              updatedAt: later(parent.updatedAt, change.at),
-            });
+            this.write(
+              patched(parent, {
+                children: parent.children.filter((id) => id !== head.id),
+                updatedAt: later(parent.updatedAt, change.at),
+              }),
+            );
           }
         }
         for (const id of doomed) {
@@ -251,7 +254,7 @@ class Layer {
     const body = withoutKey(task, "logs");
     const log: PendingLog = { replace: true, entries: [...task.logs] };
     this.logs.set(task.id, log);
-    this.write(this.capped({ ...body, logCount: 0 }, task.logs.length, log));
+    this.write(this.capped(patched(body as TaskHead, { logCount: 0 }), task.logs.length, log));
   }
 
   /** The pending log of a task in this layer, copied up from the applier on first touch. */
@@ -269,12 +272,12 @@ class Layer {
   private capped(head: TaskHead, added: number, log: PendingLog): TaskHead {
     const cap = this.base.logCap;
     const total = head.logCount + added;
-    if (total <= cap) return { ...head, logCount: total };
+    if (total <= cap) return patched(head, { logCount: total });
     const dropped = total - cap;
     // Entries still pending beyond the cap never need to reach the driver.
     if (log.entries.length > cap) log.entries.splice(0, log.entries.length - cap);
     this.report.dropped.set(head.id, (this.report.dropped.get(head.id) ?? 0) + dropped);
-    return { ...head, logCount: cap, droppedLogCount: (head.droppedLogCount ?? 0) + dropped };
+    return patched(head, { logCount: cap, droppedLogCount: (head.droppedLogCount ?? 0) + dropped });
   }
 }
 

@@ -1,4 +1,4 @@
-import { withoutKey } from "./copy.js";
+import { patched, withoutKey } from "./copy.js";
 import type { StoreReader, WriteSet } from "./driver.js";
 import { newerVersion, SCHEMA_VERSION, type StorageData, type StoredTask, type TaskHead } from "./schema.js";
 
@@ -45,7 +45,7 @@ export class TaskTable {
   apply(writes: WriteSet): void {
     for (const body of writes.puts) {
       const existing = this.tasks.get(body.id);
-      this.tasks.set(body.id, { ...body, logs: existing ? existing.logs : [] });
+      this.tasks.set(body.id, patched(body as StoredTask, { logs: existing ? existing.logs : [] }));
     }
     for (const write of writes.logs) {
       const task = this.tasks.get(write.id);

@@ -184,11 +184,14 @@ export function parseVersion(version: string): [number, number, number] | undefi
   return [Number(match[1]), Number(match[2]), Number(match[3])];
 }
 
+const OUR_MAJOR = (parseVersion(SCHEMA_VERSION) as [number, number, number])[0];
+
 /** True when data of `version` may be written by this taskstore (same major version). */
 export function isWritableVersion(version: string): boolean {
+  // Asked twice per write, nearly always about SCHEMA_VERSION itself.
+  if (version === SCHEMA_VERSION) return true;
   const parsed = parseVersion(version);
-  const ours = parseVersion(SCHEMA_VERSION) as [number, number, number];
-  return parsed !== undefined && parsed[0] === ours[0];
+  return parsed !== undefined && parsed[0] === OUR_MAJOR;
 }
 
 /** The newer of two versions: writing back a newer minor version keeps its number. */

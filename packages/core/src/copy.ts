@@ -4,8 +4,9 @@
  * object rest (`const { logs, ...body } = task`) and a spread followed by more properties
  * (`{ ...head, updatedAt }`), whose result gets a map that cannot cache the added property's
  * transition. Copies built from `{}` (Object.assign, or one property at a time) stay on V8's
- * fast paths (0.1-0.3 us). For plain objects only (JSON data, which is all a task is). An own `__proto__` key
- * (JSON.parse makes one) stays an own data property and never touches the prototype.
+ * fast paths (0.1-0.3 us). For plain objects only (JSON data, which is all a task is). An own
+ * `__proto__` key (JSON.parse makes one) stays an own data property and never touches the
+ * prototype.
  */
 
 /** A shallow copy of `source` without `key`. */

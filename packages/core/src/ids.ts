@@ -5,7 +5,7 @@ const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"; // Crockford base32: no I, 
 let lastTime = -1;
 let lastRandom: number[] = [];
 
-/** Random bytes drawn 4 KiB at a time: one randomBytes() call per 256 ids instead of one each. */
+/** Random bytes drawn 4 KiB at a time: one randomFillSync() per 256 draws instead of a randomBytes() each. */
 const pool = Buffer.alloc(4096);
 let poolAt = pool.length;
 

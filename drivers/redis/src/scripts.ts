@@ -32,7 +32,8 @@ export class Script {
  * entries...), per delete (id).
  * The commit is announced on the channel only when someone other than this instance listens: its
  * own subscriber also subscribes to its own channel, so the two counts tell them apart. On a
- * cluster (where NUMSUB counts one node's subscribers only) it is always announced.
+ * cluster (where NUMSUB counts one node's subscribers only), or when an ACL refuses PUBSUB, it is
+ * always announced.
  * Applying sets the marker to "1" (with the ttl), so a commit whose reply was lost can be told
  * apart from one that never ran (see SETTLE). A marker already set means this transaction id was
  * settled before: nothing is written.
@@ -88,7 +89,15 @@ end
 redis.call('HSET', KEYS[3], 'version', ARGV[7], 'lastUpdated', ARGV[4])
 redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[6], '1', 'PX', ARGV[11])
-if ARGV[12] == '' or redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > redis.call('PUBSUB', 'NUMSUB', ARGV[12])[2] then
+-- A count the server will not give (an ACL without PUBSUB) means: announce, as if someone listened.
+local function listeners(channel)
+  local reply = redis.pcall('PUBSUB', 'NUMSUB', channel)
+  if type(reply) ~= 'table' or reply.err then return nil end
+  return reply[2]
+end
+local others, own = nil, nil
+if ARGV[12] ~= '' then others, own = listeners(ARGV[3]), listeners(ARGV[12]) end
+if not others or not own or others > own then
   redis.call('PUBLISH', ARGV[3], ARGV[2])
 end
 return 1

@@ -271,6 +271,34 @@ describe("RedisStorageDriver announcements", () => {
     await own.stop();
   });
 
+  it("a user whose ACL refuses PUBSUB still commits, and every commit is announced", async () => {
+    const own = await startRedis({ dedicated: true });
+    const admin = new Redis(own.url);
+    await admin.call("ACL", "SETUSER", "limited", "on", ">limited-secret", "~*", "&*", "+@all", "-pubsub");
+    const prefix = uniquePrefix();
+    const url = new URL(own.url);
+    url.username = "limited";
+    url.password = "limited-secret";
+    const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new RedisStorageDriver({ url: url.href, prefix }) }));
+    await manager.loadFromRepository();
+    const heard: string[] = [];
+    const listener = new Redis(own.url);
+    listener.on("message", (_channel: string, from: string) => heard.push(from));
+    await listener.subscribe(`{${prefix}}:changes`);
+    const id = await manager.create({ title: "limited user" });
+    await manager.appendOutput(id, "written");
+    expect(manager.findById(id)?.logs).toHaveLength(1);
+    await vi_eventually(() => heard.length === 2);
+    listener.disconnect();
+    await manager.close();
+    const check = new RedisStorageDriver({ url: own.url, prefix });
+    await check.initialize();
+    expect((await check.loadData()).tasks.map((task) => task.logs.length)).toEqual([1]);
+    await check.close();
+    admin.disconnect();
+    await own.stop();
+  });
+
   it("a load right after watch() waits for the subscription, so the next commit is not missed", async () => {
     const prefix = uniquePrefix();
     const writer = new TaskManager(new EventBus(), new TaskRepository({ driver: new RedisStorageDriver({ ...target, prefix }) }));

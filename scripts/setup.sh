@@ -13,6 +13,9 @@ command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
 command -v radosgw >/dev/null 2>&1 || apt_packages+=(radosgw)
 command -v ceph-mon >/dev/null 2>&1 || apt_packages+=(ceph-mon)
 command -v ceph-osd >/dev/null 2>&1 || apt_packages+=(ceph-osd)
+# The JSON driver's fault tests mount a FUSE file system whose folder fsync can be made to fail.
+command -v fusermount3 >/dev/null 2>&1 || apt_packages+=(fuse3)
+/usr/bin/python3 -c 'import fusepy' >/dev/null 2>&1 || apt_packages+=(python3-fusepy)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${apt_packages[*]} from apt"

@@ -22,26 +22,39 @@ export interface FileIdentity {
  * content or the new one, and the new one survives a power cut once this resolves: a unique temp
  * file created exclusively beside the target, written, fsynced, renamed over the target, and the
  * folder fsynced (the rename itself is only durable then). Returns the new file's identity.
+ *
+ * Once the rename is done the new content is in place, and nothing after it fails the call: a
+ * write reported as failed would be applied again by its caller (a log line twice). A folder
+ * fsync that fails then is passed to `onUnsyncedFolder` instead (the write stands, but a power
+ * cut may still undo it), as SQLite also lets a failed directory sync pass.
  */
-export async function writeFileAtomic(target: string, data: Buffer): Promise<FileIdentity> {
+export async function writeFileAtomic(target: string, data: Buffer, onUnsyncedFolder: (error: Error) => void): Promise<FileIdentity> {
   const temp = tempPathFor(target);
   const handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
-  let renamed = false;
   try {
     // The creation mode is cut by the umask; chmod makes it exactly 0600 either way.
     await handle.chmod(FILE_MODE);
     for (let offset = 0; offset < data.length; ) offset += (await handle.write(data, offset, data.length - offset)).bytesWritten;
     await handle.sync();
     await renameWithRetry(temp, target);
-    renamed = true;
-    // The handle still points at the renamed inode: its identity is ours, whatever came after.
-    const stat = await handle.stat({ bigint: true });
-    return { ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs };
-  } finally {
+  } catch (error) {
     await handle.close().catch(() => undefined);
-    if (!renamed) await fs.rm(temp, { force: true }).catch(() => undefined);
-    else await fsyncDir(path.dirname(target));
+    await fs.rm(temp, { force: true }).catch(() => undefined);
+    throw error;
   }
+  // The handle still points at the renamed inode: its identity is ours, whatever came after. One
+  // that cannot be read matches no file, so the next read looks at the file itself.
+  const identity = await handle.stat({ bigint: true }).then(
+    (stat): FileIdentity => ({ ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs }),
+    (): FileIdentity => ({ ino: -1n, size: -1n, mtimeNs: -1n, ctimeNs: -1n }),
+  );
+  await handle.close().catch(() => undefined);
+  try {
+    await fsyncDir(path.dirname(target));
+  } catch (error) {
+    onUnsyncedFolder(error as Error);
+  }
+  return identity;
 }
 
 /** The identity of the file at `file` now (following symlinks), or undefined when it is missing. */

@@ -95,13 +95,28 @@ export class JSONFileStorageDriver implements StorageDriver {
       staleMs: Math.max(opts.staleMs ?? 10_000, 2_000),
       onCompromised: (error) => {
         // proper-lockfile throws from a timer by default, which would kill the process.
-        const warning = new StorageUnavailableError(`json-file: the lock ${this.lockPath} was lost while held: ${error.message}`, {
-          cause: error,
-        });
-        if (this.context) this.context.warn(warning);
-        else process.emitWarning(warning);
+        this.warn(
+          new StorageUnavailableError(`json-file: the lock ${this.lockPath} was lost while held: ${error.message}`, { cause: error }),
+        );
       },
     });
+  }
+
+  /** A problem no caller is waiting for: to core's `storage:warning`, or a process warning without core. */
+  private warn(warning: Error): void {
+    if (this.context) this.context.warn(warning);
+    else process.emitWarning(warning);
+  }
+
+  /** For writeFileAtomic: the write stands, but its folder could not be synced. */
+  private unsynced(what: string): (error: Error) => void {
+    return (error) =>
+      this.warn(
+        new StorageUnavailableError(
+          `json-file: ${what} was written, but its folder could not be synced (${error.message}); a power cut may still undo it`,
+          { cause: error },
+        ),
+      );
   }
 
   attach(context: DriverContext): void {
@@ -129,8 +144,9 @@ export class JSONFileStorageDriver implements StorageDriver {
     const text = snapshot?.bytes ?? Buffer.from(JSON.stringify(emptyData()));
     const parsed = parseStore(text, this.path);
     if (!isUsable(parsed)) throw new CorruptDataError(`json-file: ${this.path} fails the schema; the backup was left as it was`);
-    if (Array.isArray(parsed)) await io("keep the legacy file", () => keepLegacy(this.names, text));
-    await io("write the backup", () => writeFileAtomic(this.backupPath, text));
+    if (Array.isArray(parsed))
+      await io("keep the legacy file", () => keepLegacy(this.names, text, this.unsynced("the legacy copy of the store")));
+    await io("write the backup", () => writeFileAtomic(this.backupPath, text, this.unsynced(this.backupPath)));
   }
 
   async restore(): Promise<RestoreResult> {
@@ -146,7 +162,7 @@ export class JSONFileStorageDriver implements StorageDriver {
     const target = await io("resolve the store path", () => resolveTarget(this.path));
     let movedTo: string | undefined;
     if (await identityOf(target)) movedTo = await io("move the store aside", () => moveAside(this.names, target));
-    const identity = await io("restore the backup", () => writeFileAtomic(target, text));
+    const identity = await io("restore the backup", () => writeFileAtomic(target, text, this.unsynced(target)));
     this.snapshot = { identity, bytes: text };
     return { ...(movedTo ? { movedTo } : {}), restoredFrom: this.backupPath };
   }
@@ -227,7 +243,7 @@ export class JSONFileStorageDriver implements StorageDriver {
     this.refuseIfLockLost();
     await this.autoBackup();
     const target = await io("resolve the store path", () => resolveTarget(this.path));
-    const identity = await io("write the store", () => writeFileAtomic(target, bytes));
+    const identity = await io("write the store", () => writeFileAtomic(target, bytes, this.unsynced(target)));
     this.snapshot = { identity, bytes };
     this.wroteOnce = true;
     return identity;
@@ -298,7 +314,8 @@ export class JSONFileStorageDriver implements StorageDriver {
       return; // core restores or refuses an unreadable store before writing; nothing worth keeping
     }
     if (!isUsable(parsed)) return;
-    if (Array.isArray(parsed)) await io("keep the legacy file", () => keepLegacy(this.names, snapshot.bytes));
-    await io("write the backup", () => writeFileAtomic(this.backupPath, snapshot.bytes));
+    if (Array.isArray(parsed))
+      await io("keep the legacy file", () => keepLegacy(this.names, snapshot.bytes, this.unsynced("the legacy copy of the store")));
+    await io("write the backup", () => writeFileAtomic(this.backupPath, snapshot.bytes, this.unsynced(this.backupPath)));
   }
 }

@@ -21,13 +21,13 @@ export function namesOf(file: string): StoreNames {
 }
 
 /** A legacy todo file is kept for good as `tasks.legacy.json` (then `tasks.legacy-<time>.json`) before it is migrated. */
-export async function keepLegacy(names: StoreNames, bytes: Buffer): Promise<void> {
+export async function keepLegacy(names: StoreNames, bytes: Buffer, onUnsyncedFolder: (error: Error) => void): Promise<void> {
   for (const name of [`${names.stem}.legacy${names.ext}`, `${names.stem}.legacy-${stamp()}${names.ext}`]) {
     const file = path.join(names.dir, name);
     const existing = await fs.readFile(file).catch(() => undefined);
     if (existing?.equals(bytes)) return;
     if (existing === undefined) {
-      await writeFileAtomic(file, bytes);
+      await writeFileAtomic(file, bytes, onUnsyncedFolder);
       return;
     }
   }

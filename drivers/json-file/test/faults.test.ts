@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { appendFile, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { EventBus, type TaskEvents, TaskManager, TaskRepository } from "@taskstore/core";
+import { startFaultyFolder } from "@taskstore/test-services";
 import { afterEach, describe, expect, it } from "vitest";
 import { JSONFileStorageDriver } from "../src/index.js";
 import { tempDir } from "./helpers.js";
@@ -90,6 +91,35 @@ describe("a save that fails", () => {
     await rm(filler);
     await manager.flush();
     await expectAllWritten(file, existing, created);
+  });
+});
+
+describe("a folder that cannot be synced after the rename (EIO from a FUSE file system)", () => {
+  it("the write stands and is applied once; the failed folder sync is reported as a warning", async () => {
+    const faulty = await startFaultyFolder();
+    cleanups.push(() => faulty.stop());
+    const file = path.join(faulty.path, "store", "tasks.json");
+    const { manager, errors } = await openManager(file);
+    const warnings: Error[] = [];
+    manager.eventBus.on("storage:warning", (event) => warnings.push(event.error));
+    const id = await manager.create({ title: "on a failing disk" });
+    await manager.appendOutput(id, "first");
+    await faulty.failFolderSync(true);
+    await manager.appendOutput(id, "written while the folder cannot be synced");
+    await faulty.failFolderSync(false);
+    await manager.appendOutput(id, "after");
+    await manager.flush();
+    // Reported as written: no error, no retry, so no second copy of the line.
+    expect(errors).toEqual([]);
+    expect(warnings.map((error) => error.message)).toEqual([
+      expect.stringMatching(/tasks\.json was written, but its folder could not be synced/),
+    ]);
+    const stored = JSON.parse(await readFile(file, "utf8"));
+    expect(stored.tasks[0].logs.map((entry: { output: string }) => entry.output)).toEqual([
+      "first",
+      "written while the folder cannot be synced",
+      "after",
+    ]);
   });
 });
 

@@ -1,6 +1,7 @@
 export { exited, type NodeScriptOptions, runNodeScript, startNodeScript } from "./children.js";
 export { dockerReachable } from "./docker.js";
 export { ServiceUnavailableError } from "./errors.js";
+export { type FaultyFolder, startFaultyFolder } from "./faulty-folder.js";
 export { LossyProxy, type LossyProxyOptions } from "./lossy-proxy.js";
 export * from "./postgres.js";
 export { freePort } from "./processes.js";

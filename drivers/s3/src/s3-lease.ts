@@ -27,6 +27,9 @@ export class S3Lease {
   private etag: string | undefined;
   private body: LeaseBody | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** The renewal in flight, if any. */
+  private renewing: Promise<void> | undefined;
+  private releasing = false;
 
   constructor(
     private readonly io: S3Io,
@@ -80,6 +83,14 @@ export class S3Lease {
   async release(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    // A renewal in flight replaces the lease's etag: releasing with the old one would fail its
+    // If-Match and leave the renewed lease standing for leaseMs. Wait for it, then use its etag.
+    this.releasing = true;
+    try {
+      await this.renewing;
+    } finally {
+      this.releasing = false;
+    }
     const etag = this.etag;
     const body = this.body;
     this.etag = undefined;
@@ -119,7 +130,15 @@ export class S3Lease {
   }
 
   private scheduleRenewal(): void {
-    this.timer = setTimeout(() => void this.renew(), Math.max(50, this.leaseMs / 3));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.renewing = this.renew().finally(() => {
+          this.renewing = undefined;
+        });
+      },
+      Math.max(50, this.leaseMs / 3),
+    );
     this.timer.unref();
   }
 
@@ -143,7 +162,7 @@ export class S3Lease {
     } catch (error) {
       this.warn(error as Error);
     }
-    if (this.etag !== undefined) this.scheduleRenewal();
+    if (this.etag !== undefined && !this.releasing) this.scheduleRenewal();
   }
 
   /** After a 412 on our own write: was it in fact applied (the SDK retried after a lost response)? */

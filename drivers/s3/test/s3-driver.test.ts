@@ -160,6 +160,19 @@ describe("lock lease", () => {
     await other.releaseLock();
   });
 
+  it("releaseLock() while a renewal is in flight still releases the lease", async () => {
+    const prefix = uniquePrefix();
+    const d = driver(prefix, { leaseMs: 150 }); // renewed every 50 ms
+    for (let round = 0; round < 40; round++) {
+      await d.acquireLock();
+      // Around the moment the renewal goes out, so some releases meet one in flight.
+      await new Promise((resolve) => setTimeout(resolve, 45 + Math.random() * 15));
+      await d.releaseLock();
+      const lease = await readJson(`${prefix}lock.json`);
+      expect({ round, released: lease.body.released }).toEqual({ round, released: true });
+    }
+  });
+
   it("an expired lease of a crashed holder is taken over", async () => {
     const prefix = uniquePrefix();
     const crashed = { owner: "gone", pid: 1, host: "elsewhere", since: 1, expiresAt: Date.now() - 1_000 };

@@ -54,10 +54,16 @@ export class Gate {
   }
 }
 
-const gates = new Map<unknown, Gate>();
+const fileGates = new Map<string, Gate>();
+/** Weak: a caller's database object, once dropped, takes its gate with it. */
+const objectGates = new WeakMap<object, Gate>();
 
 /** The gate of a database file (by absolute path) or of a caller's in-memory database (by object). */
-export function gateFor(key: unknown): Gate {
+export function gateFor(key: string | object): Gate {
+  return typeof key === "string" ? gateIn(fileGates, key) : gateIn(objectGates, key);
+}
+
+function gateIn<K>(gates: { get(key: K): Gate | undefined; set(key: K, gate: Gate): unknown }, key: K): Gate {
   let gate = gates.get(key);
   if (!gate) {
     gate = new Gate();

@@ -112,7 +112,7 @@ export class SQLiteStorageDriver implements StorageDriver {
       this.path = resolve(options.path as string);
     }
     this.backupPath = options.backupPath ? resolve(options.backupPath) : this.path ? `${this.path}.backup` : undefined;
-    this.gate = gateFor(this.path ?? options.database);
+    this.gate = gateFor(this.path ?? (options.database as Database.Database));
     const lockPath = this.path ? `${this.path}.lock` : undefined;
     this.lock = new StoreLock(
       () => {

@@ -144,7 +144,8 @@ export async function openSubject(url: string, kind: Kind, op: "create" | "appen
   const append = async (id: string, output: string) => {
     const now = Date.now();
     if (kind === "raw") {
-      const body = { ...bodies.get(id), updatedAt: now };
+      const body = Object.assign({}, bodies.get(id));
+      body.updatedAt = now;
       bodies.set(id, body);
       return same(id, body, { timestamp: now, output, type: "log" });
     }

@@ -75,6 +75,8 @@ export async function openSubject(url: string, kind: "driver" | "raw" | "same", 
       },
     };
   }
+  // Task bodies without their logs, made once: a hand-written client would keep them so.
+  const bodies = seed.map(({ logs: _logs, ...body }) => body);
   const tag = `{${prefix}}:main:`;
   const store = `{${prefix}}:`;
   let seq = seed.length;
@@ -85,7 +87,7 @@ export async function openSubject(url: string, kind: "driver" | "raw" | "same", 
    * subscriber counts (nobody else listens here, so nothing is published). The caller adds the
    * writes of its operation.
    */
-  const same = (id: string, body: object) =>
+  const same = (id: string, json: string) =>
     raw
       .multi()
       .get(`${store}lock`)
@@ -93,7 +95,7 @@ export async function openSubject(url: string, kind: "driver" | "raw" | "same", 
       .get(`${tag}t:${id}`)
       .llen(`${tag}l:${id}`)
       .hget(`${tag}meta`, "version")
-      .set(`${tag}t:${id}`, JSON.stringify(body))
+      .set(`${tag}t:${id}`, json)
       .zscore(`${tag}ids`, id)
       .hset(`${tag}meta`, "version", "1.0.0", "lastUpdated", String(Date.now()))
       .incr(`${store}rev`)
@@ -115,13 +117,14 @@ export async function openSubject(url: string, kind: "driver" | "raw" | "same", 
           updatedAt: now,
           children: [],
         };
-        if (kind === "raw") await raw.multi().set(`${tag}t:${id}`, JSON.stringify(task)).zadd(`${tag}ids`, ++seq, id).exec();
-        else await same(id, task).zadd(`${tag}ids`, ++seq, id).exec();
+        const json = JSON.stringify(task);
+        await (kind === "raw" ? raw.multi().set(`${tag}t:${id}`, json) : same(id, json)).zadd(`${tag}ids`, ++seq, id).exec();
       } else {
-        const { logs: _logs, ...body } = pick(i);
+        const body = Object.assign({}, bodies[(i * 7919) % bodies.length]);
+        body.updatedAt = now;
+        const json = JSON.stringify(body);
         const entry = JSON.stringify({ timestamp: now, output: `line ${i}`, type: "log" });
-        await (kind === "raw" ? raw.multi() : same(body.id, { ...body, updatedAt: now }))
-          .set(`${tag}t:${body.id}`, JSON.stringify({ ...body, updatedAt: now }))
+        await (kind === "raw" ? raw.multi().set(`${tag}t:${body.id}`, json) : same(body.id, json))
           .rpush(`${tag}l:${body.id}`, entry)
           .ltrim(`${tag}l:${body.id}`, -10_000, -1)
           .exec();

@@ -162,7 +162,9 @@ export async function openSubject(
         const row = getTask.get(id) as { body: string };
         const span = logSpan.get(id, id) as { hi: number };
         const now = Date.now();
-        setBody.run(JSON.stringify({ ...JSON.parse(row.body), updatedAt: now }), id);
+        const task = JSON.parse(row.body);
+        task.updatedAt = now;
+        setBody.run(JSON.stringify(task), id);
         insertLog.run(id, span.hi + 1, now, "log", `line ${i}`);
       }
       commit.run();

@@ -219,6 +219,26 @@ describe("recovery", () => {
     expect((await repository(prefix).loadAll()).map((t) => t.id)).toEqual(["kept", "after"]);
   });
 
+  it("restore() skips a newer backup that core's schema refuses and takes the one before", async () => {
+    const prefix = uniquePrefix();
+    const repo = repository(prefix);
+    await repo.save(makeTask({ id: "kept" }));
+    await repo.backup();
+    // A newer backup that parses as JSON, with a version and a task list, but a task core refuses.
+    const bad = {
+      version: "1.0.0",
+      tasks: [{ ...makeTask({ id: "bad" }), status: "exploded" }],
+      metadata: { lastUpdated: 1, totalTasks: 1 },
+    };
+    await raw.send(
+      new PutObjectCommand({ Bucket: bucket, Key: `${prefix}backups/9999-12-31T00-00-00-000Z-ffffff.json`, Body: JSON.stringify(bad) }),
+    );
+    await repo.save(makeTask({ id: "later" }));
+    const result = await driver(prefix).restore();
+    expect(result.restoredFrom).not.toContain("9999");
+    expect((await repository(prefix).loadAll()).map((t) => t.id)).toEqual(["kept"]);
+  });
+
   for (const damage of ["a corrupt base", "no damage"] as const) {
     it(`after a restore (${damage}), an append by an instance still caching the old epoch lands in the restored store`, async () => {
       const prefix = uniquePrefix();

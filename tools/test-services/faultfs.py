@@ -5,6 +5,8 @@
 
 Every operation goes to the backing folder. While the file <backing folder>/.fail-fsyncdir
 exists, fsync of a folder fails with EIO (everything else still works), as on a failing disk.
+While <backing folder>/.coarse exists, every *.json file reports one inode number and times cut
+to the minute, as a file system with coarse stamps that reuses inode numbers can.
 Prints "faultfs ready" once mounted; runs in the foreground until unmounted. Needs Debian's
 fuse3 and python3-fusepy (see startFaultyFolder in src/faulty-folder.ts).
 """
@@ -66,7 +68,12 @@ class FaultFS(Operations):
 
     def getattr(self, path, fh=None):
         st = os.lstat(path)
-        return {key: getattr(st, key) for key in ("st_atime", "st_ctime", "st_gid", "st_mode", "st_mtime", "st_nlink", "st_size", "st_uid", "st_ino")}
+        attrs = {key: getattr(st, key) for key in ("st_atime", "st_ctime", "st_gid", "st_mode", "st_mtime", "st_nlink", "st_size", "st_uid", "st_ino")}
+        if path.endswith(".json") and os.path.exists(os.path.join(self.root, ".coarse")):
+            attrs["st_ino"] = 424242
+            for key in ("st_atime", "st_ctime", "st_mtime"):
+                attrs[key] = int(attrs[key]) // 60 * 60
+        return attrs
 
     def link(self, target, source):
         return os.link(self._path(source), target)

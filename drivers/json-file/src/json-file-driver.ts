@@ -16,7 +16,7 @@ import {
   TaskTable,
   type WriteSet,
 } from "@taskstore/core";
-import { ensureDir, type FileIdentity, identityOf, resolveTarget, sameIdentity, writeFileAtomic } from "./atomic-file.js";
+import { codeOf, ensureDir, type FileIdentity, identityOf, resolveTarget, sameIdentity, writeFileAtomic } from "./atomic-file.js";
 import { defaultStorePath } from "./default-path.js";
 import { FileLock, readHolder } from "./file-lock.js";
 import { keepLegacy, moveAside, namesOf, removeLeftovers, type StoreNames } from "./side-files.js";
@@ -249,14 +249,16 @@ export class JSONFileStorageDriver implements StorageDriver {
     return identity;
   }
 
-  /** The store as a table: this instance's own when the file is still the one it wrote, else parsed and checked. */
+  /** The store as a table: this instance's own when the file still holds the bytes it came from, else parsed and checked. */
   private async takeTable(): Promise<Omit<Parsed, "identity"> & { identity?: FileIdentity }> {
     const cached = this.parsed;
     this.parsed = undefined;
-    const identity = await io("read the store", () => identityOf(this.path));
-    if (cached && identity && sameIdentity(identity, cached.identity)) return cached;
+    const known = this.snapshot; // the bytes `cached` was made from, when their identities agree
     const snapshot = await this.read();
     if (!snapshot) return { table: new TaskTable(), bytes: new StoreBytes() };
+    if (cached && known && sameIdentity(known.identity, cached.identity) && snapshot.bytes.equals(known.bytes)) {
+      return { table: cached.table, bytes: cached.bytes, identity: snapshot.identity };
+    }
     return { table: this.tableOf(snapshot.bytes), bytes: new StoreBytes(), identity: snapshot.identity };
   }
 
@@ -275,13 +277,21 @@ export class JSONFileStorageDriver implements StorageDriver {
     }
   }
 
-  /** The store's bytes, or undefined when there is no file. Skips the read when the file is the one last seen. */
+  /**
+   * The store's bytes, or undefined when there is no file. Always read: a file's identity (inode,
+   * size, stamps) is no proof that it is the file last seen, since a newer one can share it where
+   * stamps are coarse (a second, a clock tick) and inode numbers are reused. Reading costs about
+   * 1 ms per write at 10,000 tasks; the parse it can save (see takeTable) is what is expensive.
+   */
   private async read(): Promise<Snapshot | undefined> {
     return io("read the store", async () => {
-      const before = await identityOf(this.path);
-      if (!before) return undefined;
-      if (this.snapshot && sameIdentity(before, this.snapshot.identity)) return this.snapshot;
-      const handle = await fs.open(this.path, "r");
+      let handle: fs.FileHandle;
+      try {
+        handle = await fs.open(this.path, "r");
+      } catch (error) {
+        if (codeOf(error) === "ENOENT") return undefined;
+        throw error;
+      }
       try {
         const bytes = await handle.readFile();
         const stat = await handle.stat({ bigint: true });

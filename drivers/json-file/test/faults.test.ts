@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
-import { appendFile, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { appendFile, mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { EventBus, type TaskEvents, TaskManager, TaskRepository } from "@taskstore/core";
+import { EventBus, type StoredTask, type TaskEvents, TaskManager, TaskRepository } from "@taskstore/core";
 import { startFaultyFolder } from "@taskstore/test-services";
 import { afterEach, describe, expect, it } from "vitest";
 import { JSONFileStorageDriver } from "../src/index.js";
@@ -120,6 +120,43 @@ describe("a folder that cannot be synced after the rename (EIO from a FUSE file 
       "written while the folder cannot be synced",
       "after",
     ]);
+  });
+});
+
+describe("a file system with coarse stamps that reuses inode numbers (FUSE)", () => {
+  it("a newer store with the identity of the one an instance last wrote is read, not mistaken for it", async () => {
+    const faulty = await startFaultyFolder();
+    cleanups.push(() => faulty.stop());
+    await faulty.coarseStamps(true);
+    const file = path.join(faulty.path, "store", "tasks.json");
+    const a = new TaskRepository({ driver: new JSONFileStorageDriver(file) });
+    const b = new TaskRepository({ driver: new JSONFileStorageDriver(file) });
+    cleanups.push(
+      () => a.close(),
+      () => b.close(),
+    );
+    const now = Date.now();
+    const task = (percent: number): StoredTask => ({
+      id: "t1",
+      title: "same size either way",
+      status: "running",
+      progress: { percent },
+      metadata: {},
+      createdAt: now,
+      updatedAt: now,
+      children: [],
+      logs: [],
+    });
+    await a.save(task(10));
+    const written = await stat(file, { bigint: true });
+    // Another instance replaces the store with one of the same size: same reported inode and stamps.
+    await b.save(task(20));
+    const replaced = await stat(file, { bigint: true });
+    expect([replaced.ino, replaced.size, replaced.mtimeNs]).toEqual([written.ino, written.size, written.mtimeNs]);
+    await a.apply([{ type: "append", id: "t1", entries: [{ timestamp: now, output: "by a", type: "log" }], at: now }]);
+    const stored = JSON.parse(await readFile(file, "utf8")).tasks[0];
+    expect(stored.progress.percent).toBe(20); // b's change survives a's write
+    expect(stored.logs.map((entry: { output: string }) => entry.output)).toEqual(["by a"]);
   });
 });
 

@@ -11,12 +11,18 @@ const PYTHON = "/usr/bin/python3";
 const SCRIPT = fileURLToPath(new URL("../faultfs.py", import.meta.url));
 const HOW = "Install Debian's fuse3 and python3-fusepy (scripts/setup.sh does) and run as root with /dev/fuse present.";
 
-/** A real folder mounted through FUSE, whose folder fsync can be made to fail like a failing disk's. */
+/** A real folder mounted through FUSE, whose folder fsync can fail and whose stamps can be coarse on demand. */
 export interface FaultyFolder {
   /** The mounted folder: use it like any other. */
   readonly path: string;
   /** From now on, fsync of a folder in it fails with EIO (`true`), or works again (`false`). */
   failFolderSync(on: boolean): Promise<void>;
+  /**
+   * From now on (`true`), every `*.json` file in it reports one inode number and times cut to the
+   * minute: a newer file then has the identity of the one it replaced, as on a file system with
+   * coarse stamps that reuses inode numbers.
+   */
+  coarseStamps(on: boolean): Promise<void>;
   /** Unmounts and deletes everything. */
   stop(): Promise<void>;
 }
@@ -41,13 +47,14 @@ export async function startFaultyFolder(): Promise<FaultyFolder> {
     await rm(base, { recursive: true, force: true });
     throw new ServiceUnavailableError("FUSE", `faultfs did not mount: ${(error as Error).message}. ${HOW}`, { cause: error });
   }
-  const control = path.join(backing, ".fail-fsyncdir");
+  const toggle = async (control: string, on: boolean) => {
+    if (on) await writeFile(path.join(backing, control), "");
+    else await rm(path.join(backing, control), { force: true });
+  };
   return {
     path: mount,
-    failFolderSync: async (on) => {
-      if (on) await writeFile(control, "");
-      else await rm(control, { force: true });
-    },
+    failFolderSync: (on) => toggle(".fail-fsyncdir", on),
+    coarseStamps: (on) => toggle(".coarse", on),
     stop: async () => {
       // Unmounting ends the FUSE process; a lazy unmount if something still has a file open.
       if (spawnSync("umount", [mount]).status !== 0) spawnSync("umount", ["-l", mount]);

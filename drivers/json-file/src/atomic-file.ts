@@ -68,10 +68,6 @@ export async function identityOf(file: string): Promise<FileIdentity | undefined
   }
 }
 
-export function sameIdentity(a: FileIdentity | undefined, b: FileIdentity | undefined): boolean {
-  return !!a && !!b && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
-}
-
 /** `tasks.json.<pid>-<random>.tmp` beside the target: unique, and the pid tells whose it is. */
 export function tempPathFor(target: string): string {
   return `${target}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;

@@ -16,7 +16,7 @@ import {
   TaskTable,
   type WriteSet,
 } from "@taskstore/core";
-import { codeOf, ensureDir, type FileIdentity, identityOf, resolveTarget, sameIdentity, writeFileAtomic } from "./atomic-file.js";
+import { codeOf, ensureDir, type FileIdentity, identityOf, resolveTarget, writeFileAtomic } from "./atomic-file.js";
 import { defaultStorePath } from "./default-path.js";
 import { FileLock, readHolder } from "./file-lock.js";
 import { keepLegacy, moveAside, namesOf, removeLeftovers, type StoreNames } from "./side-files.js";
@@ -39,7 +39,8 @@ export interface JSONFileStorageDriverOptions {
 }
 
 interface Parsed {
-  identity: FileIdentity;
+  /** The file's bytes this table stands for (written or read): it is reused only while the file holds them. */
+  source: Buffer;
   table: TaskTable;
   bytes: StoreBytes;
 }
@@ -75,7 +76,6 @@ export class JSONFileStorageDriver implements StorageDriver {
   private readonly lock: FileLock;
   private context: DriverContext | undefined;
   /** The last text this instance read or wrote, to skip re-reading a file nobody changed since. */
-  private snapshot: Snapshot | undefined;
   /** The store as parsed by the last `transact()`, owned by this driver alone, valid while the file is the one it wrote. */
   private parsed: Parsed | undefined;
   private wroteOnce = false;
@@ -162,8 +162,7 @@ export class JSONFileStorageDriver implements StorageDriver {
     const target = await io("resolve the store path", () => resolveTarget(this.path));
     let movedTo: string | undefined;
     if (await identityOf(target)) movedTo = await io("move the store aside", () => moveAside(this.names, target));
-    const identity = await io("restore the backup", () => writeFileAtomic(target, text, this.unsynced(target)));
-    this.snapshot = { identity, bytes: text };
+    await io("restore the backup", () => writeFileAtomic(target, text, this.unsynced(target)));
     return { ...(movedTo ? { movedTo } : {}), restoredFrom: this.backupPath };
   }
 
@@ -179,16 +178,17 @@ export class JSONFileStorageDriver implements StorageDriver {
     try {
       // Taken out of the cache: it is put back only once the write succeeded, so a failure
       // anywhere (a refused change set, a full disk) can never leave a half-applied table behind.
-      const { table, bytes, identity: loaded } = await this.takeTable();
+      const { table, bytes, source } = await this.takeTable();
       const writes = await work(table.reader());
       if (writes.puts.length === 0 && writes.logs.length === 0 && writes.deletes.length === 0 && !writes.version) {
-        if (loaded) this.parsed = { identity: loaded, table, bytes }; // unchanged: still the file's content
+        if (source) this.parsed = { source, table, bytes }; // unchanged: still the file's content
         return;
       }
       bytes.forget(writes);
       table.apply(writes);
-      const identity = await this.write(bytes.encode(table));
-      this.parsed = { identity, table, bytes };
+      const encoded = bytes.encode(table);
+      await this.write(encoded);
+      this.parsed = { source: encoded, table, bytes };
     } finally {
       await this.releaseLock();
     }
@@ -226,7 +226,6 @@ export class JSONFileStorageDriver implements StorageDriver {
 
   async close(): Promise<void> {
     await this.lock.releaseLock();
-    this.snapshot = undefined;
     this.parsed = undefined;
   }
 
@@ -244,22 +243,18 @@ export class JSONFileStorageDriver implements StorageDriver {
     await this.autoBackup();
     const target = await io("resolve the store path", () => resolveTarget(this.path));
     const identity = await io("write the store", () => writeFileAtomic(target, bytes, this.unsynced(target)));
-    this.snapshot = { identity, bytes };
     this.wroteOnce = true;
     return identity;
   }
 
   /** The store as a table: this instance's own when the file still holds the bytes it came from, else parsed and checked. */
-  private async takeTable(): Promise<Omit<Parsed, "identity"> & { identity?: FileIdentity }> {
+  private async takeTable(): Promise<Omit<Parsed, "source"> & { source?: Buffer }> {
     const cached = this.parsed;
     this.parsed = undefined;
-    const known = this.snapshot; // the bytes `cached` was made from, when their identities agree
     const snapshot = await this.read();
     if (!snapshot) return { table: new TaskTable(), bytes: new StoreBytes() };
-    if (cached && known && sameIdentity(known.identity, cached.identity) && snapshot.bytes.equals(known.bytes)) {
-      return { table: cached.table, bytes: cached.bytes, identity: snapshot.identity };
-    }
-    return { table: this.tableOf(snapshot.bytes), bytes: new StoreBytes(), identity: snapshot.identity };
+    if (cached && snapshot.bytes.equals(cached.source)) return { table: cached.table, bytes: cached.bytes, source: cached.source };
+    return { table: this.tableOf(snapshot.bytes), bytes: new StoreBytes(), source: snapshot.bytes };
   }
 
   private tableOf(text: Buffer): TaskTable {
@@ -297,8 +292,7 @@ export class JSONFileStorageDriver implements StorageDriver {
         const stat = await handle.stat({ bigint: true });
         const identity = { ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs };
         // Files are replaced, never changed in place, so what the handle read is what it identifies.
-        this.snapshot = { identity, bytes };
-        return this.snapshot;
+        return { identity, bytes };
       } finally {
         await handle.close();
       }

@@ -5,7 +5,7 @@
  * answers the coordinator's messages: warm up, run one timed block, close.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import type { Subject, SubjectSpec } from "./measure.js";
+import { type Subject, type SubjectSpec, timed } from "./measure.js";
 
 type Message = { type: "warmup"; count: number } | { type: "block"; from: number; rounds: number; width: number } | { type: "close" };
 
@@ -34,14 +34,8 @@ async function run(message: Message): Promise<unknown> {
     case "warmup":
       for (let i = 0; i < message.count; i++) await subject.one(1e9 + i);
       return { done: true };
-    case "block": {
-      const start = performance.now();
-      for (let r = 0; r < message.rounds; r++) {
-        const base = message.from + r * message.width;
-        await Promise.all(Array.from({ length: message.width }, (_, w) => subject.one(base + w)));
-      }
-      return { ms: performance.now() - start };
-    }
+    case "block":
+      return { ms: await timed(message.rounds, message.width, (i) => subject.one(message.from + i)) };
     case "close":
       await subject.close();
       return { done: true };

@@ -9,26 +9,18 @@ export const DIR_MODE = 0o700;
 
 const isWindows = process.platform === "win32";
 
-/** What `writeFileAtomic` wrote: enough to recognise the file later without reading it. */
-export interface FileIdentity {
-  ino: bigint;
-  size: bigint;
-  mtimeNs: bigint;
-  ctimeNs: bigint;
-}
-
 /**
  * Replaces `target` with `data` so that a reader, or a crash at any moment, sees either the old
  * content or the new one, and the new one survives a power cut once this resolves: a unique temp
  * file created exclusively beside the target, written, fsynced, renamed over the target, and the
- * folder fsynced (the rename itself is only durable then). Returns the new file's identity.
+ * folder fsynced (the rename itself is only durable then).
  *
  * Once the rename is done the new content is in place, and nothing after it fails the call: a
  * write reported as failed would be applied again by its caller (a log line twice). A folder
  * fsync that fails then is passed to `onUnsyncedFolder` instead (the write stands, but a power
  * cut may still undo it), as SQLite also lets a failed directory sync pass.
  */
-export async function writeFileAtomic(target: string, data: Buffer, onUnsyncedFolder: (error: Error) => void): Promise<FileIdentity> {
+export async function writeFileAtomic(target: string, data: Buffer, onUnsyncedFolder: (error: Error) => void): Promise<void> {
   const temp = tempPathFor(target);
   const handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
@@ -42,28 +34,21 @@ export async function writeFileAtomic(target: string, data: Buffer, onUnsyncedFo
     await fs.rm(temp, { force: true }).catch(() => undefined);
     throw error;
   }
-  // The handle still points at the renamed inode: its identity is ours, whatever came after. One
-  // that cannot be read matches no file, so the next read looks at the file itself.
-  const identity = await handle.stat({ bigint: true }).then(
-    (stat): FileIdentity => ({ ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs }),
-    (): FileIdentity => ({ ino: -1n, size: -1n, mtimeNs: -1n, ctimeNs: -1n }),
-  );
   await handle.close().catch(() => undefined);
   try {
     await fsyncDir(path.dirname(target));
   } catch (error) {
     onUnsyncedFolder(error as Error);
   }
-  return identity;
 }
 
-/** The identity of the file at `file` now (following symlinks), or undefined when it is missing. */
-export async function identityOf(file: string): Promise<FileIdentity | undefined> {
+/** Whether a file is at `file` now (following symlinks). */
+export async function fileExists(file: string): Promise<boolean> {
   try {
-    const stat = await fs.stat(file, { bigint: true });
-    return { ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs };
+    await fs.stat(file);
+    return true;
   } catch (error) {
-    if (codeOf(error) === "ENOENT") return undefined;
+    if (codeOf(error) === "ENOENT") return false;
     throw error;
   }
 }

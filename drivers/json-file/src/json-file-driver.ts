@@ -6,6 +6,7 @@ import {
   type DriverContext,
   type DriverDescription,
   isLegacyData,
+  isLoadableStore,
   isWritableVersion,
   parseStorageData,
   type RestoreResult,
@@ -16,12 +17,12 @@ import {
   TaskTable,
   type WriteSet,
 } from "@taskstore/core";
-import { codeOf, ensureDir, type FileIdentity, identityOf, resolveTarget, writeFileAtomic } from "./atomic-file.js";
+import { codeOf, ensureDir, fileExists, resolveTarget, writeFileAtomic } from "./atomic-file.js";
 import { defaultStorePath } from "./default-path.js";
 import { FileLock, readHolder } from "./file-lock.js";
 import { keepLegacy, moveAside, namesOf, removeLeftovers, type StoreNames } from "./side-files.js";
 import { StoreBytes } from "./store-bytes.js";
-import { emptyData, io, isUsable, parseStore } from "./store-format.js";
+import { emptyData, io, parseStore } from "./store-format.js";
 
 export interface JSONFileStorageDriverOptions {
   /** The store file. Default `~/.config/kilocode/tasks.json` (`$XDG_CONFIG_HOME`, `%APPDATA%` on Windows). */
@@ -43,12 +44,6 @@ interface Parsed {
   source: Buffer;
   table: TaskTable;
   bytes: StoreBytes;
-}
-
-interface Snapshot {
-  /** The file these bytes were read from or written to, as it was then. */
-  identity: FileIdentity;
-  bytes: Buffer;
 }
 
 /**
@@ -129,9 +124,9 @@ export class JSONFileStorageDriver implements StorageDriver {
   }
 
   async loadData(): Promise<StorageData> {
-    const snapshot = await this.read();
-    if (!snapshot) return emptyData();
-    return parseStore(snapshot.bytes, this.path);
+    const stored = await this.read();
+    if (!stored) return emptyData();
+    return parseStore(stored, this.path);
   }
 
   async saveData(data: StorageData): Promise<void> {
@@ -140,10 +135,9 @@ export class JSONFileStorageDriver implements StorageDriver {
 
   /** Copies the store to `tasks.backup.json`. A store that is not JSON is never copied over a good backup. */
   async backup(): Promise<void> {
-    const snapshot = await this.read();
-    const text = snapshot?.bytes ?? Buffer.from(JSON.stringify(emptyData()));
+    const text = (await this.read()) ?? Buffer.from(JSON.stringify(emptyData()));
     const parsed = parseStore(text, this.path);
-    if (!isUsable(parsed)) throw new CorruptDataError(`json-file: ${this.path} fails the schema; the backup was left as it was`);
+    if (!isLoadableStore(parsed)) throw new CorruptDataError(`json-file: ${this.path} fails the schema; the backup was left as it was`);
     if (Array.isArray(parsed))
       await io("keep the legacy file", () => keepLegacy(this.names, text, this.unsynced("the legacy copy of the store")));
     await io("write the backup", () => writeFileAtomic(this.backupPath, text, this.unsynced(this.backupPath)));
@@ -153,7 +147,7 @@ export class JSONFileStorageDriver implements StorageDriver {
     let text: Buffer;
     try {
       text = await fs.readFile(this.backupPath);
-      if (!isUsable(parseStore(text, this.backupPath))) throw new Error(`${this.backupPath} fails the schema`);
+      if (!isLoadableStore(parseStore(text, this.backupPath))) throw new Error(`${this.backupPath} fails the schema`);
     } catch (error) {
       if (error instanceof CorruptDataError) throw error;
       throw new CorruptDataError(`json-file: there is no usable backup at ${this.backupPath}`, { cause: error });
@@ -161,7 +155,7 @@ export class JSONFileStorageDriver implements StorageDriver {
     this.refuseIfLockLost();
     const target = await io("resolve the store path", () => resolveTarget(this.path));
     let movedTo: string | undefined;
-    if (await identityOf(target)) movedTo = await io("move the store aside", () => moveAside(this.names, target));
+    if (await fileExists(target)) movedTo = await io("move the store aside", () => moveAside(this.names, target));
     await io("restore the backup", () => writeFileAtomic(target, text, this.unsynced(target)));
     return { ...(movedTo ? { movedTo } : {}), restoredFrom: this.backupPath };
   }
@@ -238,23 +232,22 @@ export class JSONFileStorageDriver implements StorageDriver {
     }
   }
 
-  private async write(bytes: Buffer): Promise<FileIdentity> {
+  private async write(bytes: Buffer): Promise<void> {
     this.refuseIfLockLost();
     await this.autoBackup();
     const target = await io("resolve the store path", () => resolveTarget(this.path));
-    const identity = await io("write the store", () => writeFileAtomic(target, bytes, this.unsynced(target)));
+    await io("write the store", () => writeFileAtomic(target, bytes, this.unsynced(target)));
     this.wroteOnce = true;
-    return identity;
   }
 
   /** The store as a table: this instance's own when the file still holds the bytes it came from, else parsed and checked. */
   private async takeTable(): Promise<Omit<Parsed, "source"> & { source?: Buffer }> {
     const cached = this.parsed;
     this.parsed = undefined;
-    const snapshot = await this.read();
-    if (!snapshot) return { table: new TaskTable(), bytes: new StoreBytes() };
-    if (cached && snapshot.bytes.equals(cached.source)) return { table: cached.table, bytes: cached.bytes, source: cached.source };
-    return { table: this.tableOf(snapshot.bytes), bytes: new StoreBytes(), source: snapshot.bytes };
+    const stored = await this.read();
+    if (!stored) return { table: new TaskTable(), bytes: new StoreBytes() };
+    if (cached && stored.equals(cached.source)) return { table: cached.table, bytes: cached.bytes, source: cached.source };
+    return { table: this.tableOf(stored), bytes: new StoreBytes(), source: stored };
   }
 
   private tableOf(text: Buffer): TaskTable {
@@ -278,23 +271,13 @@ export class JSONFileStorageDriver implements StorageDriver {
    * stamps are coarse (a second, a clock tick) and inode numbers are reused. Reading costs about
    * 1 ms per write at 10,000 tasks; the parse it can save (see takeTable) is what is expensive.
    */
-  private async read(): Promise<Snapshot | undefined> {
+  private async read(): Promise<Buffer | undefined> {
     return io("read the store", async () => {
-      let handle: fs.FileHandle;
       try {
-        handle = await fs.open(this.path, "r");
+        return await fs.readFile(this.path);
       } catch (error) {
         if (codeOf(error) === "ENOENT") return undefined;
         throw error;
-      }
-      try {
-        const bytes = await handle.readFile();
-        const stat = await handle.stat({ bigint: true });
-        const identity = { ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs };
-        // Files are replaced, never changed in place, so what the handle read is what it identifies.
-        return { identity, bytes };
-      } finally {
-        await handle.close();
       }
     });
   }
@@ -309,17 +292,17 @@ export class JSONFileStorageDriver implements StorageDriver {
       const stat = await fs.stat(this.backupPath).catch(() => undefined);
       if (stat && Date.now() - stat.mtimeMs < this.backupIntervalMs) return;
     }
-    const snapshot = await this.read();
-    if (!snapshot) return;
+    const stored = await this.read();
+    if (!stored) return;
     let parsed: unknown;
     try {
-      parsed = parseStore(snapshot.bytes, this.path);
+      parsed = parseStore(stored, this.path);
     } catch {
       return; // core restores or refuses an unreadable store before writing; nothing worth keeping
     }
-    if (!isUsable(parsed)) return;
+    if (!isLoadableStore(parsed)) return;
     if (Array.isArray(parsed))
-      await io("keep the legacy file", () => keepLegacy(this.names, snapshot.bytes, this.unsynced("the legacy copy of the store")));
-    await io("write the backup", () => writeFileAtomic(this.backupPath, snapshot.bytes, this.unsynced(this.backupPath)));
+      await io("keep the legacy file", () => keepLegacy(this.names, stored, this.unsynced("the legacy copy of the store")));
+    await io("write the backup", () => writeFileAtomic(this.backupPath, stored, this.unsynced(this.backupPath)));
   }
 }

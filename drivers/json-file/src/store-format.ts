@@ -1,12 +1,4 @@
-import {
-  CorruptDataError,
-  isLegacyData,
-  isWritableVersion,
-  parseStorageData,
-  SCHEMA_VERSION,
-  type StorageData,
-  StorageUnavailableError,
-} from "@taskstore/core";
+import { CorruptDataError, SCHEMA_VERSION, type StorageData, StorageUnavailableError } from "@taskstore/core";
 import { codeOf } from "./atomic-file.js";
 
 /** I/O failures that mean "storage is not usable now": reported as STORAGE_UNAVAILABLE and retried by core. */
@@ -32,22 +24,6 @@ export function parseStore(bytes: Buffer, file: string): StorageData {
   if (typeof parsed !== "object" || parsed === null)
     throw new CorruptDataError(`json-file: ${file} holds no store (a JSON ${parsed === null ? "null" : typeof parsed})`);
   return parsed as StorageData;
-}
-
-/**
- * Whether a parsed file is worth keeping as a backup or restoring: a legacy todo array, a store
- * that passes core's schema, or a newer major version (readable, kept as it is).
- */
-export function isUsable(parsed: unknown): boolean {
-  if (isLegacyData(parsed)) return true;
-  const data = parsed as { version?: unknown; tasks?: unknown };
-  if (typeof data.version === "string" && !isWritableVersion(data.version) && Array.isArray(data.tasks)) return true;
-  try {
-    parseStorageData(parsed);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Runs an I/O step, turning "storage is not usable" errors into `StorageUnavailableError` with the path in the message. */

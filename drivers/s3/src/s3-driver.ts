@@ -6,8 +6,7 @@ import {
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
-  isWritableVersion,
-  parseStorageData,
+  isLoadableStore,
   type RestoreResult,
   type StorageData,
   type StorageDriver,
@@ -206,7 +205,8 @@ export class S3StorageDriver implements StorageDriver {
         const found = await this.io.get(key);
         try {
           const data = JSON.parse(found?.body ?? "") as StorageData;
-          if (usableBackup(data)) chosen = { key, data };
+          // backup() writes stores only; a legacy array here was not written by it.
+          if (isLoadableStore(data) && !Array.isArray(data)) chosen = { key, data };
         } catch {
           // not usable: try the one before
         }
@@ -276,20 +276,3 @@ export class S3StorageDriver implements StorageDriver {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * A backup worth restoring: one that core's schema accepts (core would refuse to load anything
- * else, after the good store had been moved aside), or one a newer major version wrote, which core
- * reads as it is.
- */
-function usableBackup(data: unknown): boolean {
-  const candidate = data as { version?: unknown; tasks?: unknown } | null;
-  if (typeof candidate?.version !== "string" || !Array.isArray(candidate.tasks)) return false;
-  if (!isWritableVersion(candidate.version)) return true;
-  try {
-    parseStorageData(data);
-    return true;
-  } catch {
-    return false;
-  }
-}

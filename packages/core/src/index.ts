@@ -33,7 +33,7 @@ export {
 } from "./errors.js";
 export { EventBus, type TaskEventListener, type TaskEventName, type TaskEvents } from "./event-bus.js";
 export { newTaskId } from "./ids.js";
-export { isLegacyData, type LegacyTodo, type MigrateLegacyOptions, migrateLegacy } from "./legacy.js";
+export { isLegacyData, isLoadableStore, type LegacyTodo, type MigrateLegacyOptions, migrateLegacy } from "./legacy.js";
 export { MemoryStorageDriver, type MemoryStorageDriverOptions } from "./memory-driver.js";
 export type { MeasuredOperation, MetricsSnapshot, OperationStats, RecordedError } from "./metrics.js";
 export {

@@ -1,5 +1,5 @@
 import { newTaskId } from "./ids.js";
-import { isPlainObject, LIMITS, SCHEMA_VERSION, type StorageData, type StoredTask } from "./schema.js";
+import { isPlainObject, isWritableVersion, LIMITS, parseStorageData, SCHEMA_VERSION, type StorageData, type StoredTask } from "./schema.js";
 
 /** One item of the legacy format: a bare JSON array of simple todos. */
 export interface LegacyTodo {
@@ -44,4 +44,22 @@ export function migrateLegacy(data: readonly LegacyTodo[], options: MigrateLegac
     };
   });
   return { version: SCHEMA_VERSION, tasks, metadata: { lastUpdated: now, totalTasks: tasks.length } };
+}
+
+/**
+ * Whether data is a store core can load: a legacy todo array (migrated), a store that passes the
+ * schema, or one a newer major version wrote (read as it is). Drivers use it to decide whether a
+ * copy is worth keeping as a backup or restoring.
+ */
+export function isLoadableStore(data: unknown): boolean {
+  if (isLegacyData(data)) return true;
+  const store = data as { version?: unknown; tasks?: unknown } | null;
+  if (typeof store?.version !== "string" || !Array.isArray(store.tasks)) return false;
+  if (!isWritableVersion(store.version)) return true;
+  try {
+    parseStorageData(data);
+    return true;
+  } catch {
+    return false;
+  }
 }

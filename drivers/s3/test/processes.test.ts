@@ -59,7 +59,9 @@ describe("through a fault-injecting proxy (503s, delays, dropped connections, un
       const acknowledged = new Map<string, string[]>();
       const outcomes = { ok: 0, unavailable: 0 };
       const other: unknown[] = [];
-      for (let i = 0; i < 80; i++) {
+      // At least 80 operations, and on until more than 40 were acknowledged (the faults are random:
+      // a run with 40 or fewer would check too little), at most 200.
+      for (let i = 0; i < 200 && (i < 80 || outcomes.ok <= 40); i++) {
         const id = `t${i % 15}`;
         try {
           if (!acknowledged.has(id)) {

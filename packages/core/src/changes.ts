@@ -136,6 +136,7 @@ class Layer {
         if (await this.find(task.id)) throw new ConflictError(`a task with id ${task.id} already exists`);
         if (task.parentId !== undefined) {
           const parent = await this.require(task.parentId);
+          await this.refuseCycle(task.parentId, task.id);
           if (!parent.children.includes(task.id)) {
             this.write(patched(parent, { children: [...parent.children, task.id], updatedAt: later(parent.updatedAt, task.createdAt) }));
           }
@@ -144,6 +145,7 @@ class Layer {
         return;
       }
       case "put":
+        if (change.task.parentId !== undefined) await this.refuseCycle(change.task.parentId, change.task.id);
         this.putWhole(change.task);
         return;
       case "patch": {
@@ -173,14 +175,7 @@ class Layer {
         const { parentId, childId } = change;
         const parent = await this.require(parentId);
         const child = await this.require(childId);
-        if (parentId === childId) throw new CycleError(parentId, childId);
-        // Walk up from the new parent: meeting the child means the child is an ancestor.
-        const seen = new Set<string>();
-        for (let up = parent.parentId; up !== undefined && !seen.has(up); ) {
-          if (up === childId) throw new CycleError(parentId, childId);
-          seen.add(up);
-          up = (await this.find(up))?.parentId;
-        }
+        await this.refuseCycle(parentId, childId, parent);
         if (child.parentId === parentId && parent.children.includes(childId)) return;
         if (child.parentId !== undefined && child.parentId !== parentId) {
           const old = await this.find(child.parentId);
@@ -231,6 +226,23 @@ class Layer {
         this.report.removed.push(...doomed);
         return;
       }
+    }
+  }
+
+  /**
+   * Throws CycleError when making `childId` a child of `parentId` would make a cycle: when the
+   * child is the parent or one of its ancestors. Every path that sets a parent asks (create, put,
+   * link), so no write makes a cycle; one already stored (an older version, a hand edit) ends
+   * the walk instead of looping.
+   */
+  private async refuseCycle(parentId: string, childId: string, parent?: TaskHead): Promise<void> {
+    if (parentId === childId) throw new CycleError(parentId, childId);
+    const seen = new Set<string>();
+    let up = parent ? parent.parentId : (await this.find(parentId))?.parentId;
+    while (up !== undefined && !seen.has(up)) {
+      if (up === childId) throw new CycleError(parentId, childId);
+      seen.add(up);
+      up = (await this.find(up))?.parentId;
     }
   }
 

@@ -130,10 +130,13 @@ export class CorruptDataError extends TaskStoreError {
 /** The store was written by a newer major version of taskstore: readable, never written. */
 export class VersionUnsupportedError extends TaskStoreError {
   readonly version: string;
-  constructor(version: string, supported: string) {
+  constructor(version: string, supported: string, options?: { unreadable?: string; cause?: unknown }) {
     super(
       "VERSION_UNSUPPORTED",
-      `the store has schema version ${version}; this taskstore writes ${supported} and refuses to write a newer major version (upgrade taskstore)`,
+      options?.unreadable
+        ? `the store has schema version ${version} and this taskstore (${supported}) cannot read it: ${options.unreadable} (upgrade taskstore)`
+        : `the store has schema version ${version}; this taskstore writes ${supported} and refuses to write a newer major version (upgrade taskstore)`,
+      options,
     );
     this.version = version;
   }

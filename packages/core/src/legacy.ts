@@ -48,16 +48,16 @@ export function migrateLegacy(data: readonly LegacyTodo[], options: MigrateLegac
 
 /**
  * Whether data is a store core can load: a legacy todo array (migrated), a store that passes the
- * schema, or one a newer major version wrote (read as it is). Drivers use it to decide whether a
+ * schema, or one a newer major version wrote whose tasks this version can still read. Drivers use it to decide whether a
  * copy is worth keeping as a backup or restoring.
  */
 export function isLoadableStore(data: unknown): boolean {
   if (isLegacyData(data)) return true;
   const store = data as { version?: unknown; tasks?: unknown } | null;
   if (typeof store?.version !== "string" || !Array.isArray(store.tasks)) return false;
-  if (!isWritableVersion(store.version)) return true;
   try {
-    parseStorageData(data);
+    // A newer major version loads when its tasks still have the shape this version reads.
+    parseStorageData(isWritableVersion(store.version) ? data : { ...(data as object), version: SCHEMA_VERSION });
     return true;
   } catch {
     return false;

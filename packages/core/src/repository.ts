@@ -1,4 +1,5 @@
 import { type ApplyReport, ChangeApplier, type TaskChange } from "./changes.js";
+import { checkChanges, markParsed } from "./check-changes.js";
 import { loadDefaultDriver } from "./default-driver.js";
 import { capabilitiesOf, type DriverCapabilities, type DriverDescription, type RestoreResult, type StorageDriver } from "./driver.js";
 import {
@@ -22,6 +23,7 @@ import {
   parseStorageData,
   parseStoredTask,
   parseVersion,
+  SCHEMA_VERSION,
   type StorageData,
   type StoredTask,
 } from "./schema.js";
@@ -169,7 +171,7 @@ export class TaskRepository {
 
   /** Stores the task as given, replacing the task with its id. Invalid input throws `ValidationError` and writes nothing. */
   async save(task: StoredTask): Promise<void> {
-    const parsed = parseStoredTask(task, "task");
+    const parsed = markParsed(parseStoredTask(task, "task"));
     await this.apply([{ type: "put", task: parsed }], { operation: "save" });
   }
 
@@ -178,7 +180,7 @@ export class TaskRepository {
     if (!Array.isArray(tasks)) {
       throw new ValidationError([{ path: [], rule: "type", message: "saveMany takes an array of tasks" }]);
     }
-    const parsed = tasks.map((task, i) => parseStoredTask(task, `tasks[${i}]`));
+    const parsed = tasks.map((task, i) => markParsed(parseStoredTask(task, `tasks[${i}]`)));
     if (parsed.length === 0) return;
     await this.apply(
       parsed.map((task) => ({ type: "put", task })),
@@ -211,13 +213,20 @@ export class TaskRepository {
   /**
    * Applies a change set atomically to the current stored state. Resolves once it is durable, or
    * (with `degrade`) once it is queued because storage failed. A change set the stored state
-   * refuses (missing task, illegal transition, cycle) rejects and writes nothing.
+   * refuses (missing task, illegal transition, cycle) rejects and writes nothing. So does one that
+   * breaks a rule of the schema (`VALIDATION`, checked before anything is queued).
    */
   apply(changes: readonly TaskChange[], options: ApplyOptions = {}): Promise<ApplyResult> {
     this.ensureOpen();
+    let checked: TaskChange[];
+    try {
+      checked = checkChanges(changes, options.operation);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({
-        changes,
+        changes: checked,
         operation: options.operation ?? "write",
         degrade: options.degrade ?? false,
         acknowledged: false,
@@ -392,7 +401,7 @@ export class TaskRepository {
     const version = isPlainObject(raw) && typeof raw.version === "string" ? raw.version : undefined;
     const parsedVersion = version ? parseVersion(version) : undefined;
     if (version && parsedVersion && !isWritableVersion(version) && Array.isArray((raw as { tasks?: unknown }).tasks)) {
-      return { kind: "ok", data: raw as StorageData };
+      return { kind: "ok", data: readNewerMajor(raw as Record<string, unknown>, version) };
     }
     try {
       return { kind: "ok", data: parseStorageData(raw) };
@@ -624,6 +633,21 @@ export class TaskRepository {
 
   private ensureOpen(): void {
     if (this.isClosed) throw new ClosedError("the repository");
+  }
+}
+
+/**
+ * A store of a newer major version, read as far as this version understands it: each task must
+ * still have the shape this version reads (unknown fields kept), or the read fails with
+ * VERSION_UNSUPPORTED. Never CORRUPT_DATA: recovery would put an older backup over the newer store.
+ */
+function readNewerMajor(raw: Record<string, unknown>, version: string): StorageData {
+  try {
+    const parsed = parseStorageData({ ...raw, version: SCHEMA_VERSION });
+    parsed.version = version;
+    return parsed;
+  } catch (error) {
+    throw new VersionUnsupportedError(version, SCHEMA_VERSION, { unreadable: (error as Error).message, cause: error });
   }
 }
 

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { type ApplyReport, ChangeApplier, type TaskChange } from "./changes.js";
+import { checkChanges, markParsed } from "./check-changes.js";
 import { isLogicalError, TaskNotFoundError, TaskStoreError } from "./errors.js";
 import type { EventBus, TaskEventName, TaskEvents } from "./event-bus.js";
 import { newTaskId } from "./ids.js";
@@ -140,7 +141,7 @@ export class TaskManager {
   async create(input: CreateTaskInput): Promise<string> {
     const parsed = parseOrThrow(CreateInputSchema, input, "create");
     const now = Date.now();
-    const task: StoredTask = {
+    const task: StoredTask = markParsed({
       id: newTaskId(now),
       title: parsed.title,
       ...(parsed.description !== undefined ? { description: parsed.description } : {}),
@@ -153,7 +154,7 @@ export class TaskManager {
       updatedAt: now,
       children: [],
       logs: [],
-    };
+    });
     await this.run("create", [{ type: "create", task }]);
     this.emit("task:created", () => ({ task: this.snapshot(task.id) }));
     return task.id;
@@ -304,7 +305,11 @@ export class TaskManager {
         at,
       },
     ];
-    if (note) changes.push({ type: "append", id, entries: [{ timestamp: at, ...note }], at });
+    if (note) {
+      // The same rules as appendOutput: a note over the log entry's limit is refused, not stored.
+      const entry = parseOrThrow(OutputSchema, note, action);
+      changes.push({ type: "append", id, entries: [{ timestamp: at, ...entry }], at });
+    }
     const report = await this.run(action, changes);
     const from = report.statusFrom.get(id) ?? (rule.from[0] as TaskStatus);
     this.emit("task:status", () => ({ task: this.snapshot(id), from, to: rule.to }));
@@ -314,8 +319,10 @@ export class TaskManager {
    * Applies a change set to memory (in call order, so an operation called before another without
    * awaiting it still comes first), then persists it. Resolves once it is durable or queued.
    */
-  private async run(operation: string, changes: TaskChange[], options: { mustExist?: string } = {}): Promise<ApplyReport> {
+  private async run(operation: string, proposed: TaskChange[], options: { mustExist?: string } = {}): Promise<ApplyReport> {
     if (this.closing) throw new TaskStoreError("CLOSED", "the task manager is closed");
+    // Checked before memory changes: a change the store would refuse never reaches memory either.
+    const changes = checkChanges(proposed, operation);
     const prepare = () =>
       this.exclusive(async () => {
         if (options.mustExist && !this.table.tasks.has(options.mustExist)) throw new TaskNotFoundError(options.mustExist);

@@ -149,3 +149,39 @@ describe("sections under the driver's lock", () => {
     expect(overlapped).toBe(false);
   });
 });
+
+describe("a store written by a newer major version", () => {
+  it("whose tasks this version cannot read fails with VERSION_UNSUPPORTED and is never recovered over", async () => {
+    const { store } = await storeWithBackup();
+    const driver = new MemoryStorageDriver({ store });
+    const junk = JSON.stringify({ version: "2.0.0", tasks: [null, 3, { id: 5 }], metadata: { lastUpdated: 1, totalTasks: 3 } });
+    driver.writeRaw(junk);
+    const refused = (error: unknown) => TaskStoreError.hasCode(error, "VERSION_UNSUPPORTED");
+    const repository = new TaskRepository({ driver });
+    await expect(repository.loadAll()).rejects.toSatisfy(refused);
+    await expect(repository.loadAll()).rejects.toThrow(/tasks\[0\]/);
+    const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new MemoryStorageDriver({ store }) }));
+    await expect(manager.loadFromRepository()).rejects.toSatisfy(refused);
+    expect(driver.movedAside()).toEqual([]);
+    expect(await new MemoryStorageDriver({ store }).loadData()).toEqual(JSON.parse(junk));
+  });
+
+  it("whose tasks have this version's shape is read, unknown fields kept", async () => {
+    const driver = new MemoryStorageDriver({ store: randomUUID() });
+    const task = {
+      id: "v2",
+      title: "from 2.0",
+      status: "pending",
+      progress: { percent: 0 },
+      metadata: {},
+      createdAt: 1,
+      updatedAt: 1,
+      children: [],
+      logs: [],
+      lane: 3,
+    };
+    driver.writeRaw(JSON.stringify({ version: "2.0.0", tasks: [task], metadata: { lastUpdated: 1, totalTasks: 1 } }));
+    const tasks = await new TaskRepository({ driver }).loadAll();
+    expect(tasks).toEqual([task]);
+  });
+});

@@ -59,4 +59,21 @@ export function saveRemoveTests(h: Harness): void {
     expect(loaded.map((task) => task.id).sort()).toEqual(["other", "root"]);
     expect(loaded.find((task) => task.id === "root")?.children).toEqual([]);
   });
+
+  it("save() and saveMany() that would make a parent cycle are refused with CYCLE and write nothing", async () => {
+    const repository = await h.repository();
+    const a = makeTask({ id: "cycle-a" });
+    const b = makeTask({ id: "cycle-b", parentId: "cycle-a" });
+    await repository.saveMany([a, b]);
+    const cycle = (error: unknown) => TaskStoreError.hasCode(error, "CYCLE");
+    await expect(repository.save({ ...a, parentId: "cycle-b" })).rejects.toSatisfy(cycle);
+    await expect(repository.save({ ...a, parentId: "cycle-a" })).rejects.toSatisfy(cycle);
+    await expect(
+      repository.saveMany([makeTask({ id: "cycle-c", parentId: "cycle-d" }), makeTask({ id: "cycle-d", parentId: "cycle-c" })]),
+    ).rejects.toSatisfy(cycle);
+    expect((await (await h.repository()).loadAll()).map((task) => [task.id, task.parentId])).toEqual([
+      ["cycle-a", undefined],
+      ["cycle-b", "cycle-a"],
+    ]);
+  });
 }

@@ -1,4 +1,4 @@
-import { LIMITS, type StoredTask, TaskStoreError, type ValidationError } from "@taskstore/core";
+import { LIMITS, type StoredTask, type TaskChange, TaskStoreError, type ValidationError } from "@taskstore/core";
 import { expect, it } from "vitest";
 import { makeTask } from "../fixtures.js";
 import type { Harness } from "../harness.js";
@@ -92,5 +92,71 @@ export function validationTests(h: Harness): void {
     await expect(manager.appendOutput(id, "x", "shout" as never)).rejects.toSatisfy(rejectsWith("type"));
     await expect(manager.update(id, { metadata: { f: () => 0 } as never })).rejects.toSatisfy(rejectsWith("metadata.f"));
     expect(await (await h.repository()).loadAll()).toEqual(before);
+  });
+
+  it("fail() and cancel() notes over the log entry limit are refused with VALIDATION and nothing is written", async () => {
+    const manager = await h.manager();
+    const failing = await manager.create({ title: "fails" });
+    const cancelling = await manager.create({ title: "is cancelled" });
+    await manager.start(failing);
+    const before = await (await h.repository()).loadAll();
+    const note = "n".repeat(LIMITS.logOutputLength + 1);
+    await expect(manager.fail(failing, note)).rejects.toSatisfy(rejectsWith("output"));
+    await expect(manager.cancel(cancelling, note)).rejects.toSatisfy(rejectsWith("output"));
+    expect(await (await h.repository()).loadAll()).toEqual(before);
+    expect(manager.findById(failing)?.status).toBe("running");
+    expect(manager.findById(cancelling)?.status).toBe("pending");
+    // The next load is clean: nothing invalid reached the store.
+    const reloaded = await h.manager();
+    expect(reloaded.list().map((task) => [task.title, task.status])).toEqual([
+      ["fails", "running"],
+      ["is cancelled", "pending"],
+    ]);
+  });
+
+  it("a change set built by hand meets the same limits as TaskManager input", async () => {
+    const repository = await h.repository();
+    const task = makeTask();
+    await repository.save(task);
+    const at = Date.now();
+    const bad: [TaskChange[], string][] = [
+      [
+        [{ type: "append", id: task.id, entries: [{ timestamp: at, type: "log", output: "o".repeat(LIMITS.logOutputLength + 1) }], at }],
+        "0.entries.0.output",
+      ],
+      [[{ type: "append", id: task.id, entries: [{ timestamp: at, type: "shout" as never, output: "x" }], at }], "0.entries.0.type"],
+      [[{ type: "patch", id: task.id, set: { title: "" }, at }], "0.set.title"],
+      [[{ type: "patch", id: task.id, set: { metadata: { f: () => 1 } as never }, at }], "0.set.metadata.f"],
+      [[{ type: "patch", id: task.id, set: { children: [] } as never, at }], "0.set"],
+      [[{ type: "patch", id: "../x", set: {}, at }], "0.id"],
+      [[{ type: "put", task: { ...task, title: "t".repeat(LIMITS.titleLength + 1) } }], "0.task.title"],
+      [[{ type: "explode" } as never], "0.type"],
+    ];
+    for (const [changes, path] of bad) {
+      await expect(repository.apply(changes)).rejects.toSatisfy(rejectsWith(path));
+    }
+    expect(await (await h.repository()).loadAll()).toEqual([task]);
+  });
+
+  it("a string that is not well-formed Unicode (a lone surrogate) is refused with VALIDATION on every write path", async () => {
+    const manager = await h.manager();
+    const id = await manager.create({ title: "surrogates" });
+    const before = await (await h.repository()).loadAll();
+    const lone = "cut \ud83d here";
+    await expect(manager.create({ title: lone })).rejects.toSatisfy(rejectsWith("0.task.title"));
+    await expect(manager.appendOutput(id, lone)).rejects.toSatisfy(rejectsWith("0.entries.0.output"));
+    await expect(manager.appendOutput(id, "ok", "log", "\udc00")).rejects.toSatisfy(rejectsWith("0.entries.0.source"));
+    await expect(manager.update(id, { metadata: { [lone]: 1 } })).rejects.toSatisfy(rejectsWith("0.set.metadata"));
+    await expect(manager.update(id, { metadata: { deep: [lone] } })).rejects.toSatisfy(rejectsWith("0.set.metadata.deep.0"));
+    await expect(manager.setProgress(id, { percent: 1, message: lone })).rejects.toSatisfy(rejectsWith("0.set.progress.message"));
+    await expect(manager.fail(id, lone)).rejects.toSatisfy(rejectsWith("1.entries.0.output"));
+    await expect((await h.repository()).save(makeTask({ logs: [{ timestamp: 1, type: "log", output: lone }] }))).rejects.toSatisfy(
+      rejectsWith("0.task.logs.0.output"),
+    );
+    expect(await (await h.repository()).loadAll()).toEqual(before);
+    // Well-formed text outside the BMP is stored exactly.
+    await manager.appendOutput(id, "pair \ud83d\ude00 kept");
+    const stored = await (await h.repository()).loadById(id);
+    expect(stored?.logs.map((entry) => entry.output)).toEqual(["pair \u{1F600} kept"]);
   });
 }

@@ -1,5 +1,7 @@
+import { constants as bufferConstants } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { constants, promises as fs } from "node:fs";
+import { constants, promises as fs, type Stats } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 
 /** Mode of every file the driver writes, whatever the umask. */
@@ -8,6 +10,85 @@ export const FILE_MODE = 0o600;
 export const DIR_MODE = 0o700;
 
 const isWindows = process.platform === "win32";
+
+/**
+ * The largest file the driver reads: V8's longest string, counted in bytes (UTF-8 never decodes
+ * to more UTF-16 units than it has bytes). A longer file cannot be turned into text to parse.
+ */
+export const READ_LIMIT_BYTES: number = bufferConstants.MAX_STRING_LENGTH;
+
+/** What is at a path, as `readRegularFile` and `inspectFile` see it (symlinks followed). */
+export type FileContent =
+  | { kind: "missing" }
+  | { kind: "file"; size: number; bytes: Buffer }
+  | { kind: "not-regular"; type: string }
+  | { kind: "too-large"; size: number };
+
+export type FileKind = Exclude<FileContent, { kind: "file" }> | { kind: "file"; size: number };
+
+/** What a non-regular file is, for messages: "a FIFO", "a character device", ... */
+export function typeOf(stat: Stats): string {
+  if (stat.isDirectory()) return "a directory";
+  if (stat.isFIFO()) return "a FIFO";
+  if (stat.isCharacterDevice()) return "a character device";
+  if (stat.isBlockDevice()) return "a block device";
+  if (stat.isSocket()) return "a socket";
+  return "not a regular file";
+}
+
+/**
+ * What is at `file` (following symlinks), without opening it: a FIFO or a device is never opened
+ * (opening a FIFO blocks until a writer comes, reading /dev/zero never ends).
+ */
+export async function inspectFile(file: string, limit: number = READ_LIMIT_BYTES): Promise<FileKind> {
+  let stat: Stats;
+  try {
+    stat = await fs.stat(file);
+  } catch (error) {
+    if (codeOf(error) === "ENOENT") return { kind: "missing" };
+    throw error;
+  }
+  if (!stat.isFile()) return { kind: "not-regular", type: typeOf(stat) };
+  if (stat.size > limit) return { kind: "too-large", size: stat.size };
+  return { kind: "file", size: stat.size };
+}
+
+/**
+ * Reads `file` (following symlinks) only when it is a regular file of at most `limit` bytes. It
+ * is checked before it is opened, and opened non-blocking and checked again (a FIFO swapped in
+ * between would otherwise block the open), so a FIFO or a device is never read.
+ */
+export async function readRegularFile(file: string, limit: number = READ_LIMIT_BYTES): Promise<FileContent> {
+  const seen = await inspectFile(file, limit);
+  if (seen.kind !== "file") return seen;
+  let handle: FileHandle;
+  try {
+    handle = await fs.open(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
+  } catch (error) {
+    if (codeOf(error) === "ENOENT") return { kind: "missing" };
+    throw error;
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) return { kind: "not-regular", type: typeOf(stat) };
+    if (stat.size > limit) return { kind: "too-large", size: stat.size };
+    const bytes = await handle.readFile();
+    if (bytes.length > limit) return { kind: "too-large", size: bytes.length };
+    return { kind: "file", size: bytes.length, bytes };
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/** Whether `file` itself (not what it points to) is a symbolic link. */
+export async function isSymlink(file: string): Promise<boolean> {
+  try {
+    return (await fs.lstat(file)).isSymbolicLink();
+  } catch (error) {
+    if (codeOf(error) === "ENOENT") return false;
+    throw error;
+  }
+}
 
 /**
  * Replaces `target` with `data` so that a reader, or a crash at any moment, sees either the old

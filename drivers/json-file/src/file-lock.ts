@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { LockTimeoutError } from "@taskstore/core";
 import lockfile from "proper-lockfile";
-import { codeOf, DIR_MODE, FILE_MODE } from "./atomic-file.js";
+import { codeOf, DIR_MODE, FILE_MODE, readRegularFile } from "./atomic-file.js";
 
 /** Who holds the lock, as recorded in `holder.json` inside the lock folder. */
 export interface LockHolder {
@@ -29,6 +29,8 @@ export interface FileLockOptions {
 const HOLDER_FILE = "holder.json";
 /** A reclaim guard older than this was left by a reclaimer that died; it is removed. */
 const RECLAIM_GUARD_STALE_MS = 5_000;
+/** A holder record is a few hundred bytes; anything larger is not one. */
+const HOLDER_MAX_BYTES = 64 * 1024;
 /**
  * proper-lockfile's own stale period: never reached. Its takeover (stat, remove, create) has no
  * guard, so two waiters could both remove the lock and the slower would remove the faster one's
@@ -76,7 +78,9 @@ async function createLockDir(dir: string): Promise<void> {
   } catch (error) {
     await fsp.rm(building, { recursive: true, force: true }).catch(() => undefined);
     // A lock folder is already there (never empty: see above): tell proper-lockfile "EEXIST".
-    if (["ENOTEMPTY", "EEXIST", "EISDIR"].includes(codeOf(error) ?? ""))
+    // ENOTDIR: something that is not a folder is at the lock path (a regular file, a symlink);
+    // it is no lock, and `reclaimIfDead` removes it, so it too is reported as "held".
+    if (["ENOTEMPTY", "EEXIST", "EISDIR", "ENOTDIR"].includes(codeOf(error) ?? ""))
       throw Object.assign(new Error(`${dir} exists`), { code: "EEXIST" });
     throw error;
   }
@@ -175,7 +179,10 @@ export class FileLock {
 /** The recorded holder of the lock at `lockPath`, or undefined when there is no lock (or its record is unreadable). */
 export async function readHolder(lockPath: string): Promise<LockHolder | undefined> {
   try {
-    const parsed = JSON.parse(await fsp.readFile(path.join(lockPath, HOLDER_FILE), "utf8")) as LockHolder;
+    // Only a small regular file is read: a FIFO planted there would block a plain read for good.
+    const found = await readRegularFile(path.join(lockPath, HOLDER_FILE), HOLDER_MAX_BYTES);
+    if (found.kind !== "file") return undefined;
+    const parsed = JSON.parse(found.bytes.toString("utf8")) as LockHolder;
     return typeof parsed.pid === "number" && typeof parsed.host === "string" ? parsed : undefined;
   } catch {
     return undefined; // no lock, or a record damaged by a power cut: staleness decides
@@ -186,14 +193,24 @@ export async function readHolder(lockPath: string): Promise<LockHolder | undefin
 interface SeenLock {
   token: string | undefined;
   mtimeMs: number;
+  ino: number;
 }
 
-/** The lock at `lockPath` when it is dead (its holder gone from this host, or not refreshed for `staleMs`), else undefined. */
+/**
+ * The lock at `lockPath` when it is dead, else undefined. Dead: not a folder at all (a regular
+ * file, a symlink, a FIFO: no version of this driver or of proper-lockfile makes one, so no
+ * live holder stands behind it; taken over at once), or a holder gone from this host, or an
+ * mtime more than `staleMs` away from now: in the past (it stopped refreshing) or in the future
+ * (a clock set wrong, a folder copied from elsewhere: a live holder refreshes it to its own now).
+ * A lock dated less than `staleMs` ahead becomes stale once it is `staleMs` old.
+ */
 async function deadLock(lockPath: string, staleMs: number): Promise<SeenLock | undefined> {
-  const [holder, stat] = await Promise.all([readHolder(lockPath), fsp.stat(lockPath).catch(() => undefined)]);
-  if (!stat) return undefined; // no lock: proper-lockfile takes it
-  const seen = { token: holder?.token, mtimeMs: stat.mtimeMs };
-  if (Date.now() - stat.mtimeMs > staleMs) return seen; // any holder, any host: it stopped refreshing
+  const entry = await fsp.lstat(lockPath).catch(() => undefined);
+  if (!entry) return undefined; // no lock: proper-lockfile takes it
+  if (!entry.isDirectory()) return { token: undefined, mtimeMs: entry.mtimeMs, ino: entry.ino };
+  const holder = await readHolder(lockPath);
+  const seen = { token: holder?.token, mtimeMs: entry.mtimeMs, ino: entry.ino };
+  if (Math.abs(Date.now() - entry.mtimeMs) > staleMs) return seen; // any holder, any host: it stopped refreshing
   if (holder && holder.host === os.hostname() && !isAlive(holder.pid)) return seen;
   return undefined;
 }
@@ -218,7 +235,7 @@ async function reclaimIfDead(lockPath: string, staleMs: number): Promise<boolean
   }
   try {
     const again = await deadLock(lockPath, staleMs);
-    if (!again || again.token !== seen.token || again.mtimeMs !== seen.mtimeMs) return false;
+    if (!again || again.token !== seen.token || again.mtimeMs !== seen.mtimeMs || again.ino !== seen.ino) return false;
     await removeLockDir(lockPath).catch((error) => {
       if (codeOf(error) !== "ENOENT") throw error;
     });

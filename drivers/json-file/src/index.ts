@@ -1,2 +1,3 @@
+export { READ_LIMIT_BYTES } from "./atomic-file.js";
 export { defaultStorePath } from "./default-path.js";
-export { JSONFileStorageDriver, type JSONFileStorageDriverOptions } from "./json-file-driver.js";
+export { DEFAULT_MAX_STORE_BYTES, JSONFileStorageDriver, type JSONFileStorageDriverOptions } from "./json-file-driver.js";

@@ -2,6 +2,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import {
   CorruptDataError,
+  DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
@@ -15,14 +16,28 @@ import {
   StorageUnavailableError,
   type StoreReader,
   TaskTable,
+  ValidationError,
   type WriteSet,
 } from "@taskstore/core";
-import { codeOf, ensureDir, fileExists, resolveTarget, writeFileAtomic } from "./atomic-file.js";
+import {
+  ensureDir,
+  type FileContent,
+  type FileKind,
+  inspectFile,
+  isSymlink,
+  READ_LIMIT_BYTES,
+  readRegularFile,
+  resolveTarget,
+  writeFileAtomic,
+} from "./atomic-file.js";
 import { defaultStorePath } from "./default-path.js";
 import { FileLock, readHolder } from "./file-lock.js";
 import { keepLegacy, moveAside, namesOf, removeLeftovers, type StoreNames } from "./side-files.js";
 import { StoreBytes } from "./store-bytes.js";
-import { emptyData, io, parseStore } from "./store-format.js";
+import { emptyData, io, looksLikeStore, parseStore } from "./store-format.js";
+
+/** The default `maxStoreBytes`: 256 MiB, well below what the driver can read back (`READ_LIMIT_BYTES`, about 512 MiB). */
+export const DEFAULT_MAX_STORE_BYTES = Math.min(256 * 1024 * 1024, READ_LIMIT_BYTES);
 
 export interface JSONFileStorageDriverOptions {
   /** The store file. Default `~/.config/kilocode/tasks.json` (`$XDG_CONFIG_HOME`, `%APPDATA%` on Windows). */
@@ -37,6 +52,13 @@ export interface JSONFileStorageDriverOptions {
   staleMs?: number;
   /** The automatic backup is refreshed before a write at most this often. Default 10 minutes; 0 = before every write. */
   backupIntervalMs?: number;
+  /**
+   * The largest store file a write may make, in bytes. A write that would make the file larger
+   * (and larger than it is now) is refused with `VALIDATION` (rule `max_store_size`) and nothing
+   * is written. Default 256 MiB; at most `READ_LIMIT_BYTES` (V8's longest string, about 512 MiB),
+   * since a larger file could never be read back.
+   */
+  maxStoreBytes?: number;
 }
 
 interface Parsed {
@@ -54,6 +76,8 @@ interface Parsed {
  */
 export class JSONFileStorageDriver implements StorageDriver {
   readonly name = "json-file";
+  /** The contract this driver was written against. */
+  readonly specificationVersion = DRIVER_SPECIFICATION_VERSION;
   readonly capabilities: Partial<DriverCapabilities> = {
     locking: true,
     incremental: true,
@@ -68,6 +92,7 @@ export class JSONFileStorageDriver implements StorageDriver {
   readonly lockPath: string;
   private readonly names: StoreNames;
   private readonly backupIntervalMs: number;
+  private readonly maxStoreBytes: number;
   private readonly lock: FileLock;
   private context: DriverContext | undefined;
   /** The last text this instance read or wrote, to skip re-reading a file nobody changed since. */
@@ -83,6 +108,13 @@ export class JSONFileStorageDriver implements StorageDriver {
     this.backupPath = path.join(dir, `${stem}.backup${ext}`);
     this.lockPath = path.join(dir, `.${stem}.lock`);
     this.backupIntervalMs = opts.backupIntervalMs ?? 10 * 60_000;
+    this.maxStoreBytes = opts.maxStoreBytes ?? DEFAULT_MAX_STORE_BYTES;
+    if (!Number.isSafeInteger(this.maxStoreBytes) || this.maxStoreBytes < 1 || this.maxStoreBytes > READ_LIMIT_BYTES) {
+      throw new ValidationError(
+        [{ path: ["maxStoreBytes"], rule: "range", message: `must be a whole number of bytes from 1 to ${READ_LIMIT_BYTES}` }],
+        { subject: "json-file" },
+      );
+    }
     this.lock = new FileLock({
       file: this.path,
       lockPath: this.lockPath,
@@ -119,6 +151,7 @@ export class JSONFileStorageDriver implements StorageDriver {
   }
 
   async initialize(): Promise<void> {
+    await this.refuseIrregularFiles();
     await io("prepare the folder", () => ensureDir(this.names.dir));
     await removeLeftovers(this.path, this.lockPath);
   }
@@ -130,7 +163,15 @@ export class JSONFileStorageDriver implements StorageDriver {
   }
 
   async saveData(data: StorageData): Promise<void> {
-    await this.write(Buffer.from(JSON.stringify(data)));
+    let text: string;
+    try {
+      text = JSON.stringify(data);
+    } catch (error) {
+      // Longer than V8's longest string: far past any store this driver could read back.
+      if (error instanceof RangeError) throw this.tooLarge(Number.POSITIVE_INFINITY);
+      throw error;
+    }
+    await this.write(Buffer.from(text));
   }
 
   /** Copies the store to `tasks.backup.json`. A store that is not JSON is never copied over a good backup. */
@@ -143,19 +184,34 @@ export class JSONFileStorageDriver implements StorageDriver {
     await io("write the backup", () => writeFileAtomic(this.backupPath, text, this.unsynced(this.backupPath)));
   }
 
+  /**
+   * Keeps the current store aside and writes the backup over it. Refused with `CORRUPT_DATA`,
+   * nothing touched, when there is no usable backup, when the store is too large to have been
+   * read, and when `tasks.json` is a symlink whose target does not look like a store (see
+   * `looksLikeStore`): a link to some other file (a cloned repository's `tasks.json -> ~/.bashrc`)
+   * is never written through. A regular file at the store path is kept aside, never deleted.
+   */
   async restore(): Promise<RestoreResult> {
-    let text: Buffer;
-    try {
-      text = await fs.readFile(this.backupPath);
-      if (!isLoadableStore(parseStore(text, this.backupPath))) throw new Error(`${this.backupPath} fails the schema`);
-    } catch (error) {
-      if (error instanceof CorruptDataError) throw error;
-      throw new CorruptDataError(`json-file: there is no usable backup at ${this.backupPath}`, { cause: error });
-    }
+    const text = await this.readBackup();
     this.refuseIfLockLost();
+    const link = await io("inspect the store path", () => isSymlink(this.path));
     const target = await io("resolve the store path", () => resolveTarget(this.path));
+    // Through a link the target is read, to tell a store from some other file; else its kind is enough.
+    const read: FileContent | undefined = link ? await io("read the store", () => readRegularFile(target)) : undefined;
+    const current: FileKind = read ?? (await io("inspect the store", () => inspectFile(target)));
+    if (current.kind === "not-regular") throw this.notRegular(this.path, current.type);
+    if (current.kind === "too-large") {
+      throw new CorruptDataError(
+        `json-file: ${this.path} is ${current.size} bytes, more than this driver can read (${READ_LIMIT_BYTES}); the backup was not restored over it, and nothing was changed`,
+      );
+    }
+    if (link && !(read?.kind === "file" && looksLikeStore(read.bytes))) {
+      throw new CorruptDataError(
+        `json-file: ${this.path} is a symlink to ${target}, which ${current.kind === "missing" ? "does not exist" : "does not look like a taskstore store"}; a backup is never restored through it (nothing was changed)`,
+      );
+    }
     let movedTo: string | undefined;
-    if (await fileExists(target)) movedTo = await io("move the store aside", () => moveAside(this.names, target));
+    if (current.kind !== "missing") movedTo = await io("move the store aside", () => moveAside(this.names, target));
     await io("restore the backup", () => writeFileAtomic(target, text, this.unsynced(target)));
     return { ...(movedTo ? { movedTo } : {}), restoredFrom: this.backupPath };
   }
@@ -181,7 +237,8 @@ export class JSONFileStorageDriver implements StorageDriver {
       bytes.forget(writes);
       table.apply(writes);
       const encoded = bytes.encode(table);
-      await this.write(encoded);
+      // The file was just read under this lock and parsed as a store (or is missing).
+      await this.write(encoded, { currentSize: source?.length ?? 0 });
       this.parsed = { source: encoded, table, bytes };
     } finally {
       await this.releaseLock();
@@ -189,6 +246,7 @@ export class JSONFileStorageDriver implements StorageDriver {
   }
 
   async acquireLock(): Promise<void> {
+    await this.refuseIrregularFiles(); // before the lock folder is made beside it
     await io("take the lock", () => this.lock.acquire());
   }
 
@@ -232,12 +290,90 @@ export class JSONFileStorageDriver implements StorageDriver {
     }
   }
 
-  private async write(bytes: Buffer): Promise<void> {
+  /**
+   * Writes the store. `known` is passed when the caller read the file under the lock just now and
+   * it parsed as a store (or was missing); otherwise (`saveData`) a symlinked store's target is
+   * checked here first: nothing is ever written through a link to a file that is not a store.
+   */
+  private async write(bytes: Buffer, known?: { currentSize: number }): Promise<void> {
+    if (bytes.length > this.maxStoreBytes) {
+      // A store already over the limit (the limit was lowered) may still shrink.
+      const currentSize = known?.currentSize ?? (await fs.stat(this.path).catch(() => undefined))?.size ?? 0;
+      if (bytes.length > currentSize) throw this.tooLarge(bytes.length);
+    }
     this.refuseIfLockLost();
+    if (!known && (await io("inspect the store path", () => isSymlink(this.path)))) {
+      const current = await io("read the store", () => readRegularFile(this.path));
+      if (current.kind === "not-regular") throw this.notRegular(this.path, current.type);
+      if (current.kind === "too-large" || (current.kind === "file" && !looksLikeStore(current.bytes))) {
+        throw new CorruptDataError(
+          `json-file: ${this.path} is a symlink to a file that does not look like a taskstore store; not writing through it (nothing was changed)`,
+        );
+      }
+    }
     await this.autoBackup();
     const target = await io("resolve the store path", () => resolveTarget(this.path));
     await io("write the store", () => writeFileAtomic(target, bytes, this.unsynced(target)));
     this.wroteOnce = true;
+  }
+
+  private tooLarge(size: number): ValidationError {
+    const what = Number.isFinite(size) ? `${size} bytes` : "larger than the longest string JavaScript can hold";
+    return new ValidationError(
+      [
+        {
+          path: [],
+          rule: "max_store_size",
+          message: `the store would be ${what}, over its limit of ${this.maxStoreBytes} bytes (maxStoreBytes); nothing was written`,
+        },
+      ],
+      { subject: `json-file: ${this.path}` },
+    );
+  }
+
+  private notRegular(file: string, type: string): ValidationError {
+    return new ValidationError(
+      [
+        {
+          path: ["path"],
+          rule: "regular_file",
+          message: `${file} is ${type} (after following symlinks), not a regular file; the driver does not open, change or write beside it`,
+        },
+      ],
+      { subject: "json-file" },
+    );
+  }
+
+  /** The store and its backup must be regular files (or missing): a FIFO, a device, a folder is refused before anything is made beside it. */
+  private async refuseIrregularFiles(): Promise<void> {
+    for (const file of [this.path, this.backupPath]) {
+      const seen = await io("inspect the store path", () => inspectFile(file, Number.MAX_SAFE_INTEGER));
+      if (seen.kind === "not-regular") throw this.notRegular(file, seen.type);
+    }
+  }
+
+  /** The backup's bytes when it is a regular file that parses as a loadable store, else `CORRUPT_DATA`. */
+  private async readBackup(): Promise<Buffer> {
+    let found: FileContent;
+    try {
+      found = await readRegularFile(this.backupPath);
+    } catch (error) {
+      throw new CorruptDataError(`json-file: there is no usable backup at ${this.backupPath}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (found.kind !== "file") {
+      const why =
+        found.kind === "missing" ? "it does not exist" : found.kind === "too-large" ? `it is ${found.size} bytes` : `it is ${found.type}`;
+      throw new CorruptDataError(`json-file: there is no usable backup at ${this.backupPath} (${why})`);
+    }
+    try {
+      if (!isLoadableStore(parseStore(found.bytes, this.backupPath))) throw new Error(`${this.backupPath} fails the schema`);
+    } catch (error) {
+      if (error instanceof CorruptDataError) throw error;
+      throw new CorruptDataError(`json-file: there is no usable backup at ${this.backupPath}`, { cause: error });
+    }
+    return found.bytes;
   }
 
   /** The store as a table: this instance's own when the file still holds the bytes it came from, else parsed and checked. */
@@ -272,14 +408,20 @@ export class JSONFileStorageDriver implements StorageDriver {
    * 1 ms per write at 10,000 tasks; the parse it can save (see takeTable) is what is expensive.
    */
   private async read(): Promise<Buffer | undefined> {
-    return io("read the store", async () => {
-      try {
-        return await fs.readFile(this.path);
-      } catch (error) {
-        if (codeOf(error) === "ENOENT") return undefined;
-        throw error;
-      }
-    });
+    const found = await io("read the store", () => readRegularFile(this.path));
+    switch (found.kind) {
+      case "missing":
+        return undefined;
+      case "file":
+        return found.bytes;
+      case "not-regular":
+        throw this.notRegular(this.path, found.type);
+      case "too-large":
+        // Never "recovered": restore() refuses a store this size too.
+        throw new CorruptDataError(
+          `json-file: ${this.path} is ${found.size} bytes, more than this driver can read (${READ_LIMIT_BYTES}, V8's longest string); it was left as it is`,
+        );
+    }
   }
 
   /**

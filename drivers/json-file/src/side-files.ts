@@ -1,6 +1,6 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { codeOf, tempPattern, writeFileAtomic } from "./atomic-file.js";
+import { codeOf, readRegularFile, tempPattern, writeFileAtomic } from "./atomic-file.js";
 import { isAlive, lockLeftoverPattern } from "./file-lock.js";
 
 // The files the driver keeps beside the store, other than the store, its backup and its lock.
@@ -24,9 +24,10 @@ export function namesOf(file: string): StoreNames {
 export async function keepLegacy(names: StoreNames, bytes: Buffer, onUnsyncedFolder: (error: Error) => void): Promise<void> {
   for (const name of [`${names.stem}.legacy${names.ext}`, `${names.stem}.legacy-${stamp()}${names.ext}`]) {
     const file = path.join(names.dir, name);
-    const existing = await fs.readFile(file).catch(() => undefined);
-    if (existing?.equals(bytes)) return;
-    if (existing === undefined) {
+    // Never opened unless it is a regular file (a FIFO there would block the read for good).
+    const existing = await readRegularFile(file);
+    if (existing.kind === "file" && existing.bytes.equals(bytes)) return;
+    if (existing.kind === "missing") {
       await writeFileAtomic(file, bytes, onUnsyncedFolder);
       return;
     }

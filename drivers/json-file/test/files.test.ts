@@ -1,9 +1,10 @@
-import { lstat, mkdir, readdir, readFile, readlink, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { chmod, lstat, mkdir, readdir, readFile, readlink, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { EventBus, TaskManager, TaskRepository } from "@taskstore/core";
+import { EventBus, type StoredTask, TaskManager, TaskRepository } from "@taskstore/core";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { defaultStorePath, JSONFileStorageDriver } from "../src/index.js";
-import { assertBuilt, BASIC_USAGE, runChild, tempDir, WORKER } from "./helpers.js";
+import { assertBuilt, BASIC_USAGE, filesMatching, runChild, startChild, tempDir, WORKER } from "./helpers.js";
 
 let cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -156,4 +157,195 @@ describe("housekeeping and diagnostics", () => {
     await first.saveData(data(5)); // the interval passed
     expect(JSON.parse(await readFile(backup, "utf8")).metadata.lastUpdated).toBe(4);
   });
+});
+
+/** What must not change about a file the driver does not own: its bytes, mode, owner, identity and stamps. */
+async function fingerprint(file: string) {
+  const st = await lstat(file);
+  const bytes = st.isFile() ? (await readFile(file)).toString("base64") : null;
+  return { bytes, mode: st.mode, uid: st.uid, gid: st.gid, ino: st.ino, rdev: st.rdev, size: st.size, mtimeMs: st.mtimeMs };
+}
+
+/** Runs the worker's "open" mode (load, then one create) on `file` in a child process; killed if the test ends first. */
+async function openInChild(file: string): Promise<Record<string, unknown>[]> {
+  const child = startChild(WORKER, ["open", file]);
+  cleanups.push(async () => {
+    if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill("SIGKILL");
+    await child.exited;
+  });
+  const { code, signal, stderr } = await child.exited;
+  expect({ code, signal }, stderr).toEqual({ code: 0, signal: null });
+  return child.messages;
+}
+
+function plantedStore(): string {
+  const now = Date.now();
+  const task: StoredTask = {
+    id: "planted",
+    title: "written by whoever shipped the backup",
+    status: "pending",
+    progress: { percent: 0 },
+    metadata: {},
+    createdAt: now,
+    updatedAt: now,
+    children: [],
+    logs: [],
+  };
+  return JSON.stringify({ version: "1.0.0", tasks: [task], metadata: { lastUpdated: now, totalTasks: 1 } });
+}
+
+describe("a symlinked tasks.json whose target is not a store (a cloned repository's tasks.json -> ../../.bashrc)", () => {
+  const targets: [string, string][] = [
+    ["a shell profile", "export PATH=$HOME/bin:$PATH\nalias ll='ls -l'\n"],
+    ["an empty file", ""],
+    [
+      "JSON with a version and tasks that is no store (shaped like a VS Code tasks.json)",
+      JSON.stringify({ version: "1.0.0", tasks: [{ label: "build", type: "shell", command: "make" }] }),
+    ],
+  ];
+  for (const [kind, content] of targets) {
+    it(`with ${kind} as the target and a crafted backup beside the link: load, restore and writes are CORRUPT_DATA, and nothing is touched`, async () => {
+      const root = await dir();
+      const home = path.join(root, "home");
+      const repo = path.join(home, "src", "repo");
+      await mkdir(repo, { recursive: true });
+      const victim = path.join(home, ".bashrc");
+      await writeFile(victim, content);
+      await chmod(victim, 0o644);
+      const link = path.join(repo, "tasks.json");
+      await symlink("../../.bashrc", link);
+      const planted = plantedStore();
+      await writeFile(path.join(repo, "tasks.backup.json"), planted);
+      const before = await fingerprint(victim);
+
+      const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new JSONFileStorageDriver(link) }));
+      cleanups.push(() => manager.close().catch(() => undefined));
+      await expect(manager.loadFromRepository()).rejects.toMatchObject({ code: "CORRUPT_DATA" });
+      await expect(manager.repository.restore()).rejects.toMatchObject({
+        code: "CORRUPT_DATA",
+        message: expect.stringMatching(/symlink .*never restored through it/),
+      });
+      const now = Date.now();
+      const task: StoredTask = {
+        id: "t1",
+        title: "t",
+        status: "pending",
+        progress: { percent: 0 },
+        metadata: {},
+        createdAt: now,
+        updatedAt: now,
+        children: [],
+        logs: [],
+      };
+      await expect(manager.repository.save(task)).rejects.toMatchObject({ code: "CORRUPT_DATA" });
+      // A seed-style write straight to the driver is refused too.
+      const driver = new JSONFileStorageDriver(link);
+      await driver.initialize();
+      await expect(driver.saveData({ version: "1.0.0", tasks: [], metadata: { lastUpdated: 0, totalTasks: 0 } })).rejects.toMatchObject({
+        code: "CORRUPT_DATA",
+      });
+      await manager.close().catch(() => undefined);
+
+      expect(await fingerprint(victim)).toEqual(before);
+      expect((await readdir(home)).sort()).toEqual([".bashrc", "src"]); // nothing made beside the target
+      expect((await readdir(repo)).sort()).toEqual(["tasks.backup.json", "tasks.json"]); // nor beside the link
+      expect(await readlink(link)).toBe("../../.bashrc");
+      expect(await readFile(path.join(repo, "tasks.backup.json"), "utf8")).toBe(planted);
+    });
+  }
+
+  const damages: [string, (good: string) => string][] = [
+    ["truncated", (good) => good.slice(0, Math.floor(good.length / 2))],
+    ["failing the schema", () => JSON.stringify({ version: "1.0.0", tasks: [{ id: "bad id!", title: 42 }], metadata: {} })],
+  ];
+  for (const [kind, damage] of damages) {
+    it(`a symlinked store that is ${kind} is still recovered through the link: kept aside beside the link, the backup written to the target`, async () => {
+      const root = await dir();
+      await mkdir(path.join(root, "real"));
+      await mkdir(path.join(root, "config"));
+      const target = path.join(root, "real", "my-tasks.json");
+      const link = path.join(root, "config", "tasks.json");
+      await symlink(target, link);
+      const first = new TaskManager(new EventBus(), new TaskRepository({ driver: new JSONFileStorageDriver(link) }));
+      await first.loadFromRepository();
+      const ids = [await first.create({ title: "one" }), await first.create({ title: "two" })];
+      await first.repository.backup();
+      await first.close();
+      const backup = await readFile(path.join(root, "config", "tasks.backup.json"), "utf8");
+      const bad = damage(await readFile(target, "utf8"));
+      await writeFile(target, bad);
+
+      const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new JSONFileStorageDriver(link) }));
+      cleanups.push(() => manager.close().catch(() => undefined));
+      await manager.loadFromRepository();
+      expect(manager.list().map((task) => task.id)).toEqual(ids);
+      await manager.close();
+      expect((await lstat(link)).isSymbolicLink()).toBe(true);
+      expect(await readFile(target, "utf8")).toBe(backup);
+      expect(await readdir(path.join(root, "real"))).toEqual(["my-tasks.json"]);
+      const aside = await filesMatching(path.join(root, "config"), /^tasks\.corrupt-.*\.json$/);
+      expect(aside).toHaveLength(1);
+      expect(await readFile(path.join(root, "config", aside[0] as string), "utf8")).toBe(bad);
+    });
+  }
+});
+
+describe("store paths that are not regular files", () => {
+  it("a FIFO as the store is refused with VALIDATION and never opened: the process ends, the FIFO and its folder are untouched", async () => {
+    const folder = await dir();
+    const fifo = path.join(folder, "tasks.json");
+    execFileSync("mkfifo", ["-m", "0644", fifo]);
+    const before = await fingerprint(fifo);
+    const messages = await openInChild(fifo);
+    expect(messages).toEqual([expect.objectContaining({ type: "load-failed", code: "VALIDATION" })]);
+    expect(messages[0]?.message).toMatch(/is a FIFO .*not a regular file/);
+    expect(await fingerprint(fifo)).toEqual(before);
+    expect((await lstat(fifo)).isFIFO()).toBe(true);
+    expect(await readdir(folder)).toEqual(["tasks.json"]);
+  });
+
+  it("a symlinked tasks.json pointing at a FIFO is refused the same way, link and FIFO untouched", async () => {
+    const folder = await dir();
+    const fifo = path.join(folder, "pipe");
+    execFileSync("mkfifo", ["-m", "0600", fifo]);
+    const link = path.join(folder, "tasks.json");
+    await symlink(fifo, link);
+    const before = await fingerprint(fifo);
+    const messages = await openInChild(link);
+    expect(messages).toEqual([expect.objectContaining({ type: "load-failed", code: "VALIDATION" })]);
+    expect(await fingerprint(fifo)).toEqual(before);
+    expect(await readlink(link)).toBe(fifo);
+    expect((await readdir(folder)).sort()).toEqual(["pipe", "tasks.json"]);
+  });
+
+  it("a FIFO at the backup path is refused before anything is written: the store and the FIFO stay as they were", async () => {
+    const folder = await dir();
+    const file = path.join(folder, "tasks.json");
+    const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new JSONFileStorageDriver(file) }));
+    await manager.loadFromRepository();
+    await manager.create({ title: "stored" });
+    await manager.close();
+    const fifo = path.join(folder, "tasks.backup.json");
+    execFileSync("mkfifo", ["-m", "0600", fifo]);
+    const [store, pipe] = [await fingerprint(file), await fingerprint(fifo)];
+    const messages = await openInChild(file);
+    expect(messages).toEqual([expect.objectContaining({ type: "load-failed", code: "VALIDATION" })]);
+    expect(messages[0]?.message).toContain(fifo);
+    expect(await fingerprint(file)).toEqual(store);
+    expect(await fingerprint(fifo)).toEqual(pipe);
+    expect((await readdir(folder)).sort()).toEqual(["tasks.backup.json", "tasks.json"]);
+  });
+
+  for (const device of ["/dev/zero", "/dev/null"]) {
+    it(`${device} as the store is refused with VALIDATION: the device is unchanged and nothing is made in its folder`, async () => {
+      const related = async () => (await readdir(path.dirname(device))).filter((name) => name.includes(path.basename(device))).sort();
+      const [before, namesBefore] = [await fingerprint(device), await related()];
+      const messages = await openInChild(device);
+      expect(messages).toEqual([expect.objectContaining({ type: "load-failed", code: "VALIDATION" })]);
+      expect(messages[0]?.message).toMatch(/is a character device/);
+      const after = await fingerprint(device);
+      expect({ ...after, mtimeMs: 0 }).toEqual({ ...before, mtimeMs: 0 }); // a device's stamps move when it is used by anyone
+      expect(await related()).toEqual(namesBefore); // no .zero.lock, zero.backup.json, temp files
+    });
+  }
 });

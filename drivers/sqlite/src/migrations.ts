@@ -52,3 +52,9 @@ export const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
 
 /** The schema version this driver writes. */
 export const DB_SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * The tables a database of each schema version has (index = `user_version`): a database whose
+ * version says it is a store but lacks them belongs to another program and is refused untouched.
+ */
+export const SCHEMA_TABLES: readonly (readonly string[])[] = [[], ["meta", "tasks"], ["meta", "task_logs", "tasks"]];

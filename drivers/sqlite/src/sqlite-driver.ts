@@ -1,7 +1,8 @@
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, openSync, realpathSync, renameSync, statSync, unlinkSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import {
   CorruptDataError,
+  DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
@@ -16,12 +17,23 @@ import {
   type StoreReader,
   type TaskBody,
   type TaskHead,
+  ValidationError,
   type WriteSet,
 } from "@taskstore/core";
 import Database from "better-sqlite3";
 import { type Gate, gateFor, isBusy, isCorrupt, retryBusy, sleep } from "./busy.js";
 import { type LockHolder, StoreLock } from "./lock.js";
-import { DB_SCHEMA_VERSION, MIGRATIONS } from "./migrations.js";
+import { DB_SCHEMA_VERSION, MIGRATIONS, SCHEMA_TABLES } from "./migrations.js";
+import {
+  checkLockSchema,
+  checkSideFiles,
+  checkStoreSchema,
+  createExclusive,
+  inspectFile,
+  NotAStoreError,
+  prepareFile,
+  tighten,
+} from "./store-file.js";
 
 /** SQLite's `synchronous` levels in WAL mode; see the README for what each one survives. */
 export type SynchronousLevel = "OFF" | "NORMAL" | "FULL" | "EXTRA";
@@ -76,6 +88,8 @@ interface LogRow {
  */
 export class SQLiteStorageDriver implements StorageDriver {
   readonly name = "sqlite";
+  /** The contract this driver was written against. */
+  readonly specificationVersion = DRIVER_SPECIFICATION_VERSION;
   readonly capabilities: Partial<DriverCapabilities>;
   /** The database file (absolute), or undefined for a caller's in-memory database. */
   readonly path: string | undefined;
@@ -117,8 +131,7 @@ export class SQLiteStorageDriver implements StorageDriver {
     this.lock = new StoreLock(
       () => {
         if (!lockPath) return memoryLockDb(options.database as Database.Database);
-        mkdirSync(dirname(lockPath), { recursive: true, mode: 0o700 });
-        return this.openFile(lockPath);
+        return this.openLockFile(lockPath);
       },
       lockPath !== undefined,
       this.lockTimeoutMs,
@@ -148,6 +161,9 @@ export class SQLiteStorageDriver implements StorageDriver {
   }
 
   async loadData(): Promise<StorageData> {
+    // better-sqlite3 is synchronous: without this a caller that loads in a loop (a poller, a
+    // reader waiting for a "stop" on stdin) would never let timers and I/O run.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     return this.gate.run(async () => {
       const s = await this.ready();
       return retryBusy(() => this.readAll(s), this.lockTimeoutMs, "load").catch((error) => {
@@ -162,14 +178,14 @@ export class SQLiteStorageDriver implements StorageDriver {
       s.deleteAllTasks.run();
       for (const task of data.tasks) {
         const { logs, ...body } = task;
-        s.putTask.run(body.id, body.parentId ?? null, body.status, JSON.stringify(body));
+        putBody(s, body);
         logs.forEach((entry, n) => {
           insertLog(s, task.id, n, entry);
         });
       }
       const { version, tasks: _tasks, metadata, ...extra } = data;
       const { lastUpdated, totalTasks: _total, ...extraMeta } = metadata;
-      s.setMeta.run("version", version);
+      s.setMeta.run("version", exact(version, ["version"]));
       s.setMeta.run("extra", JSON.stringify(extra));
       s.setMeta.run("metadataExtra", JSON.stringify(extraMeta));
       s.setMeta.run("lastUpdated", String(lastUpdated));
@@ -186,7 +202,7 @@ export class SQLiteStorageDriver implements StorageDriver {
       const absent = new Set<string>();
       const reader: StoreReader = {
         get: async (id) => {
-          const row = s.getTask.get(id) as { body: string } | undefined;
+          const row = s.getTask.get(exact(id, ["id"])) as { body: string } | undefined;
           if (!row) {
             absent.add(id);
             return undefined;
@@ -203,7 +219,7 @@ export class SQLiteStorageDriver implements StorageDriver {
       for (const body of writes.puts) {
         const before = seen.get(body.id);
         if (before && before.parentId === body.parentId && before.status === body.status) {
-          s.setBody.run(JSON.stringify(body), body.id);
+          s.setBody.run(JSON.stringify(body), exact(body.id, ["tasks", body.id, "id"]));
         } else {
           putBody(s, body);
         }
@@ -226,10 +242,10 @@ export class SQLiteStorageDriver implements StorageDriver {
         if (last - first + 1 > log.keep) s.trimLogs.run(log.id, last - log.keep);
       }
       for (const id of writes.deletes) {
-        s.deleteLogs.run(id);
+        s.deleteLogs.run(exact(id, ["deletes", id]));
         s.deleteTask.run(id);
       }
-      if (writes.version && newer(writes.version, readVersion(s))) s.setMeta.run("version", writes.version);
+      if (writes.version && newer(writes.version, readVersion(s))) s.setMeta.run("version", exact(writes.version, ["version"]));
       // Every other change moves some task's updatedAt, from which loadData derives lastUpdated;
       // a delete may not, so it is recorded (one row fewer to write per append).
       if (writes.deletes.length > 0) s.setMeta.run("lastUpdated", String(Date.now()));
@@ -242,7 +258,10 @@ export class SQLiteStorageDriver implements StorageDriver {
     await this.gate.run(async () => {
       const db = await this.ready().then(() => this.db as Database.Database);
       const temp = `${target}.tmp-${process.pid}-${Date.now()}`;
+      let created = false;
       try {
+        createExclusive(temp);
+        created = true;
         await db.backup(temp);
         // A self-contained file (no -wal beside it), checked before it replaces the last good backup.
         const copy = new Database(temp);
@@ -260,7 +279,7 @@ export class SQLiteStorageDriver implements StorageDriver {
         syncDir(dirname(target));
       } catch (error) {
         try {
-          unlinkSync(temp); // our own unfinished copy, never the store
+          if (created) unlinkSync(temp); // our own unfinished copy, never the store
         } catch {}
         throw this.translate(error, "backup");
       }
@@ -271,6 +290,8 @@ export class SQLiteStorageDriver implements StorageDriver {
     const path = this.path;
     const source = this.backupPath;
     if (!this.owned || !path || !source) throw new StorageUnavailableError("sqlite: restore needs a database the driver opened by path");
+    // Restoring moves the current file aside: never a FIFO, a device or someone's text file.
+    inspectFile(path, "the store");
     // Under the store lock (core already holds it when it restores): other instances' writes
     // wait, then find the replaced file by its inode and reopen it.
     const ownLock = !this.lock.held;
@@ -282,16 +303,23 @@ export class SQLiteStorageDriver implements StorageDriver {
     }
   }
 
-  private replaceWithBackup(path: string, source: string): Promise<RestoreResult> {
+  private replaceWithBackup(linkPath: string, source: string): Promise<RestoreResult> {
     return this.gate.run(async () => {
+      // Looked at again under the lock. Through a symlink, the link's target is replaced (where
+      // SQLite keeps the data and its -wal), and the link stays a link.
+      const state = inspectFile(linkPath, "the store");
+      const path = state.kind === "missing" ? linkPath : realpathSync(linkPath);
       // Copy the backup first: if it is missing or unusable, nothing has been touched.
       const temp = `${path}.restore-${process.pid}-${Date.now()}`;
+      let created = false;
       try {
         statSync(source);
         const backup = new Database(source, { readonly: true, fileMustExist: true });
         try {
           const check = backup.pragma("quick_check", { simple: true });
           if (check !== "ok") throw new Error(`integrity check: ${String(check)}`);
+          createExclusive(temp);
+          created = true;
           await backup.backup(temp);
         } finally {
           backup.close();
@@ -300,7 +328,7 @@ export class SQLiteStorageDriver implements StorageDriver {
         syncFile(temp);
       } catch (error) {
         try {
-          unlinkSync(temp);
+          if (created) unlinkSync(temp);
         } catch {}
         throw new CorruptDataError(`sqlite: there is no usable backup at ${source}: ${(error as Error).message}`, { cause: error });
       }
@@ -370,15 +398,25 @@ export class SQLiteStorageDriver implements StorageDriver {
     try {
       if (this.backupPath) lastBackupAt = Math.floor(statSync(this.backupPath).mtimeMs);
     } catch {}
+    let lockHolder: LockHolder | null = null;
+    let refused: NotAStoreError | undefined;
+    try {
+      lockHolder = await this.lock.holder();
+    } catch (error) {
+      // A path that is not a store: describe it, never create a lock file beside it.
+      if (!(error instanceof NotAStoreError)) throw error;
+      refused = error;
+    }
+    const openError = this.openError ?? refused;
     return {
       driver: this.name,
       location: this.path ?? ":memory:",
       sizeBytes: this.path ? size(this.path) + size(`${this.path}-wal`) : 0,
       ...(lastBackupAt !== undefined ? { lastBackupAt } : {}),
-      lockHolder: await this.lock.holder(),
+      lockHolder,
       schemaVersion: DB_SCHEMA_VERSION,
       synchronous: this.synchronous,
-      ...(this.openError ? { openError: this.openError.message } : {}),
+      ...(openError ? { openError: openError.message } : {}),
     };
   }
 
@@ -454,6 +492,8 @@ export class SQLiteStorageDriver implements StorageDriver {
   /**
    * Opens (or reopens) the connection, sets WAL and the pragmas, and migrates. A corrupt file is
    * not an error here: it is remembered, so that loadData can report it and core can restore.
+   * A path that holds something other than a store of this driver is refused with
+   * `NotAStoreError` before anything is changed (see `openStoreFile`).
    */
   private async open(): Promise<void> {
     if (this.owned) this.closeConnection();
@@ -461,10 +501,7 @@ export class SQLiteStorageDriver implements StorageDriver {
     this.openError = undefined;
     try {
       if (this.owned) {
-        const path = this.path as string;
-        mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-        this.db = this.openFile(path);
-        this.inode = statSync(path).ino;
+        await this.openStoreFile(this.path as string);
       } else if (this.path) {
         this.inode = statSync(this.path).ino;
       }
@@ -480,9 +517,9 @@ export class SQLiteStorageDriver implements StorageDriver {
       await this.migrate(db);
       this.statements = prepare(db);
     } catch (error) {
+      if (this.owned) this.closeConnection();
       if (!isCorrupt(error)) throw error;
       this.openError = error as Error;
-      if (this.owned) this.closeConnection();
     }
   }
 
@@ -492,11 +529,7 @@ export class SQLiteStorageDriver implements StorageDriver {
     await retryBusy(() => db.exec("BEGIN IMMEDIATE"), this.lockTimeoutMs, "migrate");
     try {
       const from = current(); // another process may have migrated meanwhile
-      if (from > DB_SCHEMA_VERSION) {
-        throw new StorageUnavailableError(
-          `sqlite: the database has schema version ${from}, newer than this driver's ${DB_SCHEMA_VERSION}: upgrade @taskstore/driver-sqlite`,
-        );
-      }
+      if (from > DB_SCHEMA_VERSION) throw newerSchemaError(from);
       for (let v = from; v < DB_SCHEMA_VERSION; v++) (MIGRATIONS[v] as (db: Database.Database) => void)(db);
       db.pragma(`user_version = ${DB_SCHEMA_VERSION}`);
       db.exec("COMMIT");
@@ -506,12 +539,80 @@ export class SQLiteStorageDriver implements StorageDriver {
     }
   }
 
-  private openFile(path: string): Database.Database {
-    const db = new Database(path, { timeout: this.busyTimeoutMs });
+  /**
+   * Check before touching: the path must be missing (then it is created, 0600), an empty regular
+   * file, or a regular file (a symlink to one is followed) holding a SQLite database that is a
+   * store of this driver or has no tables yet; SQLite's side files beside it must be plain files.
+   * Anything else is refused with `NotAStoreError` and left exactly as it was: no chmod, no
+   * `-wal`/`-shm`/`.lock`, no journal. A FIFO or a device is never even opened. Only then is the
+   * file made 0600 (it is ours) and switched to WAL, by `open()`.
+   */
+  private async openStoreFile(path: string): Promise<void> {
+    const state = prepareFile(path, "the store");
+    checkSideFiles(path, "the store");
+    // fileMustExist: SQLite never creates the file (with the umask's mode); prepareFile did, 0600.
+    const db = new Database(path, { timeout: this.busyTimeoutMs, fileMustExist: true });
+    this.db = db;
+    const opened = statSync(path);
+    if (opened.ino !== state.ino || opened.dev !== state.dev) {
+      this.closeConnection();
+      throw new StorageUnavailableError(`sqlite: ${path} was replaced while it was being opened; try again`);
+    }
+    this.inode = opened.ino;
+    // Reads only (a damaged file throws SQLITE_CORRUPT/NOTADB here: open() remembers it for restore).
+    if (state.kind === "sqlite") {
+      await retryBusy(() => checkStoreSchema(db, path, SCHEMA_TABLES), this.lockTimeoutMs, "open");
+      const version = db.pragma("user_version", { simple: true }) as number;
+      if (version > DB_SCHEMA_VERSION) throw newerSchemaError(version);
+    }
+    // Tasks may hold private data: the file is the owner's only, whatever the umask.
+    if (!state.created) tighten(path);
+  }
+
+  /**
+   * The lock file is never created beside a path that is not a store. Cheap once the database was
+   * opened (it was checked then, or found damaged, which restore handles); otherwise the same
+   * checks as opening, on a connection that only reads.
+   */
+  private checkStoreBeforeLock(path: string): void {
+    const state = inspectFile(path, "the store");
+    if (state.kind !== "sqlite" || this.statements || this.openError) return;
+    const db = new Database(path, { timeout: this.busyTimeoutMs, fileMustExist: true });
     try {
-      // Tasks may hold private data: the file is the owner's only, whatever the umask.
-      if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
-    } catch {}
+      checkStoreSchema(db, path, SCHEMA_TABLES);
+    } catch (error) {
+      // Damaged (restore's business) or busy (a SQLite program is writing it right now): opening
+      // it for real will tell.
+      if (!isCorrupt(error) && !isBusy(error)) throw error;
+    } finally {
+      db.close();
+    }
+  }
+
+  /**
+   * The store lock's file, `<path>.lock`, checked before it is touched like the store itself: it
+   * is never created (nor anything else changed) beside a store path that is not a store, and one
+   * that exists must be a SQLite file holding only the `lock` table.
+   */
+  private openLockFile(lockPath: string): Database.Database {
+    if (this.owned) this.checkStoreBeforeLock(this.path as string);
+    const state = prepareFile(lockPath, "the lock file");
+    checkSideFiles(lockPath, "the lock file");
+    const db = new Database(lockPath, { timeout: this.busyTimeoutMs, fileMustExist: true });
+    try {
+      if (state.kind === "sqlite") {
+        try {
+          checkLockSchema(db, lockPath);
+        } catch (error) {
+          // Busy: another connection is writing the lock row this instant; it is a lock file.
+          if (!isBusy(error)) throw error;
+        }
+      }
+      if (!state.created) tighten(lockPath);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
     return db;
   }
 
@@ -602,7 +703,33 @@ function prepare(db: Database.Database) {
 }
 
 function putBody(s: Statements, body: TaskBody): void {
-  s.putTask.run(body.id, body.parentId ?? null, body.status, JSON.stringify(body));
+  const where = ["tasks", body.id];
+  s.putTask.run(
+    exact(body.id, [...where, "id"]),
+    body.parentId === undefined || body.parentId === null ? null : exact(body.parentId, [...where, "parentId"]),
+    exact(body.status, [...where, "status"]),
+    // JSON.stringify escapes a lone surrogate ("\ud800"): the body keeps every string exactly.
+    JSON.stringify(body),
+  );
+}
+
+const wellFormed = (value: string): boolean => (value as string & { isWellFormed(): boolean }).isWellFormed();
+
+/**
+ * A string bound to a TEXT column as it is. better-sqlite3 binds text as UTF-8, which would
+ * silently replace a lone surrogate (a string that is not well-formed Unicode) with U+FFFD: such a
+ * string is refused with `VALIDATION` instead (core refuses it on every write before a driver sees
+ * it; this guards direct callers of saveData/transact). Everything else, NUL included, is stored
+ * exactly. Non-strings pass through.
+ */
+function exact<T>(value: T, path: (string | number)[]): T {
+  if (typeof value !== "string" || wellFormed(value)) return value;
+  const index = value.search(/\p{Surrogate}/u);
+  const unit = value.charCodeAt(index).toString(16).toUpperCase();
+  throw new ValidationError(
+    [{ path, rule: "well_formed", message: `has a lone surrogate (U+${unit}) at index ${index}; strings must be well-formed Unicode` }],
+    { subject: "sqlite" },
+  );
 }
 
 const KNOWN_ENTRY_FIELDS = new Set(["timestamp", "output", "type", "source"]);
@@ -614,7 +741,16 @@ function insertLog(s: Statements, id: string, n: number, entry: LogEntry): void 
     extra ??= {};
     Object.defineProperty(extra, key, { value: (entry as Record<string, unknown>)[key], enumerable: true });
   }
-  s.insertLog.run(id, n, entry.timestamp, entry.type, entry.source ?? null, entry.output, extra ? JSON.stringify(extra) : null);
+  const where = ["tasks", id, "logs", n];
+  s.insertLog.run(
+    exact(id, where),
+    n,
+    entry.timestamp,
+    exact(entry.type, [...where, "type"]),
+    exact(entry.source ?? null, [...where, "source"]),
+    exact(entry.output, [...where, "output"]),
+    extra ? JSON.stringify(extra) : null,
+  );
 }
 
 function entryOf(row: LogRow): LogEntry {
@@ -645,6 +781,12 @@ function newer(a: string, b: string): boolean {
   const pb = b.split(".").map(Number);
   for (let i = 0; i < 3; i++) if ((pa[i] ?? 0) !== (pb[i] ?? 0)) return (pa[i] ?? 0) > (pb[i] ?? 0);
   return false;
+}
+
+function newerSchemaError(version: number): StorageUnavailableError {
+  return new StorageUnavailableError(
+    `sqlite: the database has schema version ${version}, newer than this driver's ${DB_SCHEMA_VERSION}: upgrade @taskstore/driver-sqlite`,
+  );
 }
 
 function parseJson(text: string, what: string): unknown {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startNodeScript } from "@taskstore/test-services";
+import { runNodeScript, startNodeScript } from "@taskstore/test-services";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, "..");
@@ -28,3 +28,12 @@ export function startFixture(name: string, args: string[], onLine: (line: string
 }
 
 export { exited } from "@taskstore/test-services";
+
+/**
+ * Runs a fixture with plain node to its end and returns its stdout. A child that does not end
+ * (it blocked, say on a FIFO) is killed after `killAfterMs` and the promise rejects: a safety net
+ * so a regression fails the test instead of hanging the run, not a timing assertion.
+ */
+export function runFixture(name: string, args: string[], killAfterMs = 30_000): Promise<string> {
+  return runNodeScript(fixture(name), args, { cwd: packageDir, timeoutMs: killAfterMs });
+}

@@ -29,7 +29,19 @@ async function makeStore(file: string, count: number, backedUp: number | undefin
   return ids;
 }
 
-const notADatabase = (file: string) => writeFileSync(file, "this is not a database, it is a text file\n".repeat(200));
+/**
+ * Keeps the SQLite header's first 16 bytes ("SQLite format 3\0": this file is a database, so it is
+ * ours) and overwrites the rest of the header: SQLite finds "file is not a database". A file that
+ * never began with those 16 bytes is not a store at all, and is refused untouched (store-path.test.ts).
+ */
+function damageHeader(file: string) {
+  const bytes = readFileSync(file);
+  for (let i = 16; i < 100; i++) bytes[i] = (i * 7919) % 251;
+  writeFileSync(file, bytes);
+}
+
+/** Cuts the file in half, as a copy that stopped part-way would. */
+const truncate = (file: string) => writeFileSync(file, readFileSync(file).subarray(0, Math.floor(readFileSync(file).length / 2)));
 
 /** Overwrites every page but the first (the schema) with garbage: the file is still "a database", but malformed. */
 function malform(file: string) {
@@ -40,8 +52,9 @@ function malform(file: string) {
 
 describe("recovery of a damaged database file", () => {
   for (const [name, damage] of [
-    ["is not a database", notADatabase],
+    ["has a damaged header (not a database)", damageHeader],
     ["is malformed", malform],
+    ["is truncated", truncate],
   ] as const) {
     it(`a file that ${name} is moved aside, the backup restored, and storage:recovered emitted`, async () => {
       const { dir, remove } = tempDir();
@@ -73,7 +86,7 @@ describe("recovery of a damaged database file", () => {
     cleanup = remove;
     const file = path.join(dir, "tasks.db");
     await makeStore(file, 10, undefined);
-    notADatabase(file);
+    damageHeader(file);
     const before = readFileSync(file);
     const { manager, recovered } = open(file);
     await expect(manager.loadFromRepository()).rejects.toMatchObject({ code: "CORRUPT_DATA" });
@@ -83,11 +96,12 @@ describe("recovery of a damaged database file", () => {
     expect(readdirSync(dir).filter((name) => name.includes("aside"))).toEqual([]);
   });
 
-  it("loadData on a file that is not a database throws CorruptDataError, after initialize() succeeded", async () => {
+  it("loadData on a store whose header is damaged throws CorruptDataError, after initialize() succeeded", async () => {
     const { dir, remove } = tempDir();
     cleanup = remove;
     const file = path.join(dir, "tasks.db");
-    notADatabase(file);
+    await makeStore(file, 3, undefined);
+    damageHeader(file);
     const driver = new SQLiteStorageDriver({ path: file });
     await driver.initialize();
     await expect(driver.loadData()).rejects.toMatchObject({ code: "CORRUPT_DATA", message: expect.stringMatching(/^sqlite: /) });

@@ -1,7 +1,7 @@
-import { mkdir, readFile, utimes, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { runWorkload } from "@taskstore/conformance";
 import { EventBus, parseStorageData, type StorageData, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
-import { runWorkload } from "@taskstore/test-services";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { JSONFileStorageDriver } from "../src/index.js";
 import { assertBuilt, type Child, filesMatching, startChild, tempDir, WORKER } from "./helpers.js";
@@ -46,8 +46,7 @@ describe("several processes on one file", () => {
   it("four processes doing 100 mixed operations each lose no change", async () => {
     const file = await store();
     const { reports, tasks, problems } = await runWorkload({
-      core: import.meta.resolve("@taskstore/core"),
-      driver: { module: import.meta.resolve("@taskstore/driver-json-file"), export: "JSONFileStorageDriver", options: { path: file } },
+      driver: { module: import.meta.resolve("@taskstore/driver-json-file"), export: "JSONFileStorageDriver", args: [{ path: file }] },
       processes: 4,
       operations: 100,
       concurrency: 4,
@@ -207,5 +206,76 @@ describe("the lock between processes", () => {
     await driver.close();
     expect(await filesMatching(path.dirname(file), /^\.tasks\.lock/)).toEqual([]);
     expect(JSON.parse(await readFile(file, "utf8")).tasks).toEqual([]);
+  });
+});
+
+describe("broken locks", () => {
+  /** Runs the worker's "open" mode (load, then one create) in a child process with the driver's defaults. */
+  async function createInChild(file: string, title: string): Promise<Record<string, unknown>[]> {
+    const child = track(startChild(WORKER, ["open", file, title]));
+    const { code, stderr } = await child.exited;
+    expect(code, stderr).toBe(0);
+    return child.messages;
+  }
+
+  it("a regular file at the lock path is no lock: another process takes it over at once and writes", async () => {
+    const file = await store();
+    const lockPath = path.join(path.dirname(file), ".tasks.lock");
+    await writeFile(lockPath, "left here by some other tool\n");
+    // The defaults: a 10 s stale period, a 30 s timeout. Not waiting for either.
+    expect(await createInChild(file, "past a file at the lock path")).toEqual([
+      { type: "loaded", tasks: 0 },
+      { type: "created", id: expect.any(String) },
+    ]);
+    expect((await loadStore(file)).tasks.map((task) => task.title)).toEqual(["past a file at the lock path"]);
+    expect(await filesMatching(path.dirname(file), /^\.tasks\.lock/)).toEqual([]); // taken over, then released
+    // In this process too, with a stale period far longer than the timeout.
+    await writeFile(lockPath, "again");
+    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, staleMs: 60_000 });
+    await driver.initialize();
+    await driver.acquireLock();
+    expect((await lstat(lockPath)).isDirectory()).toBe(true);
+    expect((await driver.describe()).lockHolder).toMatchObject({ pid: process.pid });
+    await driver.close();
+    expect(await filesMatching(path.dirname(file), /^\.tasks\.lock/)).toEqual([]);
+  });
+
+  it("a symlink at the lock path is removed, never followed: the file it points to is untouched", async () => {
+    const file = await store();
+    const dir = path.dirname(file);
+    const victim = path.join(dir, "someone-elses-file");
+    await writeFile(victim, "not a lock\n");
+    await chmod(victim, 0o644);
+    const past = new Date(Date.now() - 3_600_000);
+    await utimes(victim, past, past);
+    const before = await stat(victim);
+    await symlink(victim, path.join(dir, ".tasks.lock"));
+    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, staleMs: 60_000 });
+    await driver.initialize();
+    await driver.acquireLock();
+    await driver.saveData({ version: "1.0.0", tasks: [], metadata: { lastUpdated: 0, totalTasks: 0 } });
+    await driver.close();
+    const after = await stat(victim);
+    expect([after.ino, after.mode, after.size, after.mtimeMs]).toEqual([before.ino, before.mode, before.size, before.mtimeMs]);
+    expect(await readFile(victim, "utf8")).toBe("not a lock\n");
+    expect((await readdir(dir)).sort()).toEqual(["someone-elses-file", "tasks.json"]);
+  });
+
+  it("a lock folder dated far in the future is stale: another process takes it over instead of timing out for good", async () => {
+    const file = await store();
+    const lockDir = path.join(path.dirname(file), ".tasks.lock");
+    await mkdir(lockDir);
+    await writeFile(
+      path.join(lockDir, "holder.json"),
+      JSON.stringify({ pid: 999_999_999, host: "another-host", since: Date.now(), token: "from-the-future" }),
+    );
+    const future = new Date(Date.now() + 365 * 24 * 3_600_000);
+    await utimes(lockDir, future, future);
+    expect(await createInChild(file, "past a lock from the future")).toEqual([
+      { type: "loaded", tasks: 0 },
+      { type: "created", id: expect.any(String) },
+    ]);
+    expect((await loadStore(file)).tasks.map((task) => task.title)).toEqual(["past a lock from the future"]);
+    expect(await filesMatching(path.dirname(file), /^\.tasks\.lock/)).toEqual([]);
   });
 });

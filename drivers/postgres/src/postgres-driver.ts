@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import {
+  DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
@@ -63,6 +64,8 @@ const TXLOG_KEEP = "10 minutes";
  */
 export class PostgresStorageDriver implements StorageDriver {
   readonly name = "postgres";
+  /** The contract this driver was written against. */
+  readonly specificationVersion = DRIVER_SPECIFICATION_VERSION;
   readonly capabilities: Partial<DriverCapabilities> = {
     locking: true,
     incremental: true,

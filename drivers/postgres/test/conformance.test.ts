@@ -13,6 +13,14 @@ describeStorageDriver({
   name: "postgres",
   setup: async () => {
     const schema = freshSchema();
-    return { open: async () => driverOn(server.url, schema), teardown: () => dropStore(server.url, schema) };
+    return {
+      open: async () => driverOn(server.url, schema),
+      teardown: () => dropStore(server.url, schema),
+      child: {
+        module: import.meta.resolve("@taskstore/driver-postgres"),
+        export: "PostgresStorageDriver",
+        args: [{ connectionString: server.url, schema }],
+      },
+    };
   },
 });

@@ -2,6 +2,7 @@ import crypto, { randomUUID } from "node:crypto";
 import {
   ConflictError,
   CorruptDataError,
+  DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
@@ -74,6 +75,8 @@ const MARKER_TTL_MS = 600_000;
  */
 export class RedisStorageDriver implements StorageDriver {
   readonly name = "redis";
+  /** The contract this driver was written against. */
+  readonly specificationVersion = DRIVER_SPECIFICATION_VERSION;
   readonly capabilities: Partial<DriverCapabilities> = {
     locking: true,
     incremental: true,

@@ -37,9 +37,11 @@ export async function deleteStore(target: Target, prefix: string): Promise<void>
 export function conformanceSetup(target: Target, options: Partial<RedisStorageDriverOptions> = {}): () => Promise<ConformanceStore> {
   return async () => {
     const prefix = uniquePrefix("conformance");
+    const driverOptions = { ...target, prefix, lockTimeoutMs: 5_000, ...options };
     return {
-      open: async () => new RedisStorageDriver({ ...target, prefix, lockTimeoutMs: 5_000, ...options }),
+      open: async () => new RedisStorageDriver(driverOptions),
       teardown: () => deleteStore(target, prefix),
+      child: { module: import.meta.resolve("@taskstore/driver-redis"), export: "RedisStorageDriver", args: [driverOptions] },
     };
   };
 }

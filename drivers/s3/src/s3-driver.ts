@@ -3,6 +3,7 @@ import { S3Client } from "@aws-sdk/client-s3";
 import {
   ConflictError,
   CorruptDataError,
+  DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
@@ -68,6 +69,8 @@ export interface S3StorageDriverOptions {
  */
 export class S3StorageDriver implements StorageDriver {
   readonly name = "s3";
+  /** The contract this driver was written against. */
+  readonly specificationVersion = DRIVER_SPECIFICATION_VERSION;
   readonly capabilities: Partial<DriverCapabilities> = {
     locking: true,
     incremental: true,

@@ -58,8 +58,10 @@ export function conformanceSetup(
 ): () => Promise<ConformanceStore> {
   return async () => {
     const prefix = uniquePrefix("conformance");
+    const opened = () => ({ ...driverOptions(server(), bucket(), prefix), lockTimeoutMs: 5_000, ...options });
     return {
-      open: async () => new S3StorageDriver({ ...driverOptions(server(), bucket(), prefix), lockTimeoutMs: 5_000, ...options }),
+      open: async () => new S3StorageDriver(opened()),
+      child: { module: import.meta.resolve("@taskstore/driver-s3"), export: "S3StorageDriver", args: [opened()] },
       teardown: async () => {
         const client = rawClient(server());
         try {

@@ -1,6 +1,6 @@
 import path from "node:path";
+import { runWorkload } from "@taskstore/conformance";
 import type { StoredTask } from "@taskstore/core";
-import { runWorkload } from "@taskstore/test-services";
 import Database from "better-sqlite3";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SQLiteStorageDriver } from "../src/index.js";
@@ -25,8 +25,7 @@ describe("several processes on one database file", () => {
     cleanup = remove;
     const file = path.join(dir, "tasks.db");
     const { reports, tasks, problems } = await runWorkload({
-      core: import.meta.resolve("@taskstore/core"),
-      driver: { module: import.meta.resolve("@taskstore/driver-sqlite"), export: "SQLiteStorageDriver", options: { path: file } },
+      driver: { module: import.meta.resolve("@taskstore/driver-sqlite"), export: "SQLiteStorageDriver", args: [{ path: file }] },
       processes: 4,
       operations: 250,
       concurrency: 10,

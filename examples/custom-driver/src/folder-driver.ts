@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
-import { CorruptDataError, LockTimeoutError, type StorageData, type StorageDriver } from "@taskstore/core";
+import { CorruptDataError, DRIVER_SPECIFICATION_VERSION, LockTimeoutError, type StorageData, type StorageDriver } from "@taskstore/core";
 
 /**
  * A third-party-style driver with only the seed's six methods: the store is `store.json` in a
@@ -11,6 +11,8 @@ import { CorruptDataError, LockTimeoutError, type StorageData, type StorageDrive
  */
 export class FolderStorageDriver implements StorageDriver {
   readonly name = "folder";
+  /** The contract this driver was written against. */
+  readonly specificationVersion = DRIVER_SPECIFICATION_VERSION;
   readonly capabilities = { locking: true, backup: true, persistent: true };
   private readonly token = randomUUID();
   private holding = false;

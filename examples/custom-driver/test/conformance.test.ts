@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describeStorageDriver } from "@taskstore/conformance";
@@ -8,6 +8,13 @@ describeStorageDriver({
   name: "folder (example, six methods)",
   setup: async () => {
     const dir = await mkdtemp(path.join(tmpdir(), "taskstore-folder-"));
-    return { open: async () => new FolderStorageDriver(dir), teardown: () => rm(dir, { recursive: true, force: true }) };
+    return {
+      open: async () => new FolderStorageDriver(dir),
+      teardown: () => rm(dir, { recursive: true, force: true }),
+      // Child processes open the same folder through the built package.
+      child: { module: import.meta.resolve("@taskstore/example-custom-driver"), export: "FolderStorageDriver", args: [dir] },
+      // No restore(): the suite reads the backup to check it.
+      readBackup: async () => JSON.parse(await readFile(path.join(dir, "backup.json"), "utf8")),
+    };
   },
 });

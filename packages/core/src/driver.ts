@@ -49,28 +49,52 @@ export function capabilitiesOf(driver: StorageDriver): DriverCapabilities {
  * sees them, and core validates what `loadData()` returns.
  */
 export interface StorageDriver {
-  /** Prepares the store (folders, tables, connections). Called once by the repository. */
+  /**
+   * Prepares the store (folders, tables, connections). The repository calls it once; a second
+   * call (another caller, a retry after a failure) must resolve and leave the store usable.
+   */
   initialize(): Promise<void>;
   /**
    * Reads the whole store. An empty or missing store is `{ version: "1.0.0", tasks: [], ... }`.
    * A legacy todo array is returned as it is (core detects and migrates it). Data that cannot be
-   * parsed at all throws a `CorruptDataError`.
+   * parsed at all throws a `CorruptDataError`. The driver reports `metadata`: `totalTasks` equal to
+   * `tasks.length` and `lastUpdated` the time (ms) of the last write, also under `transact()`,
+   * whose write sets carry no metadata; core relies on neither for correctness.
    */
   loadData(): Promise<StorageData>;
   /** Replaces the whole store with `data`, atomically: a reader sees the old or the new store. */
   saveData(data: StorageData): Promise<void>;
-  /** Makes a copy of the store that `restore()` (where supported) can bring back. */
+  /**
+   * Makes a copy of the store that `restore()` (where supported) can bring back: the newest
+   * backup wins. A backup of an empty store is a backup too: restoring it gives an empty store.
+   * The conformance suite checks backups through `restore()`, or through the harness's
+   * `readBackup()` for a driver without one: a backup nobody can check is not declared.
+   */
   backup(): Promise<void>;
-  /** Takes the store's write lock, waiting for it; throws `LockTimeoutError` when it cannot. */
+  /**
+   * Takes the store's write lock, waiting for it; throws `LockTimeoutError` when it cannot. It
+   * excludes every other instance, in any process (`capabilities.locking`). A lock whose holder
+   * died (a killed process, a lost host) must be taken over after a bounded time the driver
+   * documents (an expiry, a lease, a dead pid): never held forever, and never taken from a holder
+   * that is alive and can still write.
+   */
   acquireLock(): Promise<void>;
-  /** Releases the lock if this instance holds it; otherwise does nothing. */
+  /** Releases the lock if this instance holds it; otherwise does nothing (never frees another instance's lock). */
   releaseLock(): Promise<void>;
 
   /** What this driver supports. Missing flags are false. */
   readonly capabilities?: Partial<DriverCapabilities>;
+  /**
+   * The version of this contract the driver was written against (`DRIVER_SPECIFICATION_VERSION`,
+   * today `"v1"`). The conformance suite checks it is one it knows.
+   */
+  readonly specificationVersion?: string;
   /** A short name for messages and `diagnose`, like "json-file". */
   readonly name?: string;
-  /** Releases connections and handles. The repository calls it once, from `close()`. */
+  /**
+   * Releases connections and handles, and the lock if this instance still holds it. The
+   * repository calls it once, from `close()`, after its last write.
+   */
   close?(): Promise<void>;
   /**
    * The incremental extension (`capabilities.incremental`). Runs `work` against a consistent view
@@ -135,9 +159,12 @@ export interface LogWrite {
 }
 
 export interface RestoreResult {
-  /** Where the store that was replaced now is (a file, a prefix, a table), if it existed. */
+  /**
+   * Where the store that was replaced was moved to, in the backend's own terms (a file path, a
+   * key prefix, a schema or table name), for a person to find it; absent when there was none.
+   */
   movedTo?: string;
-  /** What was restored. */
+  /** Which backup was restored, in the same terms. */
   restoredFrom: string;
 }
 

@@ -1,5 +1,13 @@
 import { randomUUID } from "node:crypto";
-import type { DriverCapabilities, DriverDescription, RestoreResult, StorageDriver, StoreReader, WriteSet } from "./driver.js";
+import {
+  DRIVER_SPECIFICATION_VERSION,
+  type DriverCapabilities,
+  type DriverDescription,
+  type RestoreResult,
+  type StorageDriver,
+  type StoreReader,
+  type WriteSet,
+} from "./driver.js";
 import { CorruptDataError, LockTimeoutError } from "./errors.js";
 import { SCHEMA_VERSION, type StorageData, type StoredTask } from "./schema.js";
 import { TaskTable } from "./table.js";
@@ -75,6 +83,8 @@ const stores = new Map<string, SharedStore>();
  */
 export class MemoryStorageDriver implements StorageDriver {
   readonly name = "memory";
+  /** The contract this driver was written against. */
+  readonly specificationVersion = DRIVER_SPECIFICATION_VERSION;
   readonly capabilities: Partial<DriverCapabilities>;
   private readonly store: SharedStore;
   private readonly storeName: string;

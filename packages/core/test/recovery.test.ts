@@ -135,9 +135,13 @@ describe("sections under the driver's lock", () => {
     const acquire = driver.acquireLock.bind(driver);
     const release = driver.releaseLock.bind(driver);
     driver.acquireLock = async () => {
-      if (held) overlapped = true;
-      else await acquire();
+      // Marked held before the first await, so a second section that starts meanwhile sees it.
+      if (held) {
+        overlapped = true;
+        return;
+      }
       held = true;
+      await acquire();
     };
     driver.releaseLock = async () => {
       held = false;

@@ -7,4 +7,3 @@ export * from "./postgres.js";
 export { freePort } from "./processes.js";
 export { type RedisCluster, type RedisServer, type StartRedisOptions, startRedis, startRedisCluster } from "./redis.js";
 export * from "./s3.js";
-export * from "./workload.js";

@@ -1,4 +1,4 @@
-import { type DriverCapabilities, TaskStoreError } from "@taskstore/core";
+import { type DriverCapabilities, parseStorageData, TaskStoreError } from "@taskstore/core";
 import { expect, it, type TestContext } from "vitest";
 import { byId, makeLogs, makeTask } from "../fixtures.js";
 import type { Harness } from "../harness.js";
@@ -60,5 +60,31 @@ export function backupTests(h: Harness): void {
     await repository.save(makeTask({ id: "third" }));
     await repository.restore();
     expect((await (await h.repository()).loadAll()).map((task) => task.id).sort()).toEqual(["first", "second"]);
+  });
+
+  it("a backup is verified, not assumed: it holds the store as it was at backup()", async (ctx) => {
+    await need(h, ctx, "backup");
+    const caps = await h.capabilities();
+    const readBackup = h.current.readBackup;
+    if (!caps.restore && !readBackup) {
+      throw new Error(
+        "conformance: the driver declares backup but not restore, and setup() gave no readBackup(): the suite cannot check what backup() made. " +
+          "Declare restore, or return readBackup() from setup().",
+      );
+    }
+    const repository = await h.repository();
+    const kept = [makeTask({ id: "in-the-backup", logs: makeLogs(5) }), makeTask({ id: "also-in-it" })];
+    await repository.saveMany(kept);
+    await repository.backup();
+    await repository.save(makeTask({ id: "after-the-backup" }));
+    await repository.remove("also-in-it");
+    if (readBackup) {
+      const copy = parseStorageData(await readBackup.call(h.current));
+      expect(byId(copy.tasks)).toEqual(byId(kept));
+    }
+    if (caps.restore) {
+      await repository.restore();
+      expect(byId(await (await h.repository()).loadAll())).toEqual(byId(kept));
+    }
   });
 }

@@ -1,4 +1,4 @@
-import { SCHEMA_VERSION, TaskStoreError } from "@taskstore/core";
+import { DRIVER_SPECIFICATION_VERSION, SCHEMA_VERSION, TaskStoreError } from "@taskstore/core";
 import { expect, it } from "vitest";
 import { makeTask } from "../fixtures.js";
 import type { Harness } from "../harness.js";
@@ -37,4 +37,14 @@ export function lifecycleTests(h: Harness): void {
     const again = await h.repository();
     expect(await again.loadAll()).toEqual([]);
   });
+
+  it("the driver was written against a version of the contract this suite checks", async (ctx) => {
+    const driver = await h.driver();
+    const declared = driver.specificationVersion;
+    if (declared === undefined) ctx.skip("the driver declares no specificationVersion");
+    expect(SUPPORTED_SPECIFICATIONS).toContain(declared);
+  });
 }
+
+/** The contract versions this suite knows how to check. */
+const SUPPORTED_SPECIFICATIONS: readonly string[] = [DRIVER_SPECIFICATION_VERSION];

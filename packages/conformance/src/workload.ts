@@ -1,23 +1,16 @@
-import { fileURLToPath } from "node:url";
-import { runNodeScript } from "./children.js";
+import type { TaskManager } from "@taskstore/core";
+import { type ChildDriver, runChild } from "./child-driver.js";
 
-/**
- * A driver as a child process loads it: this package depends on no driver, so the test passes the
- * built module's absolute URL, e.g. `import.meta.resolve("@taskstore/driver-sqlite")`.
+/*
+ * The multi-process workload: P child processes make N mixed TaskManager calls each on one store
+ * (creates under a shared task and at top level, appends to their own tasks and to the shared
+ * one, progress, renames, starts, deletes, and patches of one field of the shared task each),
+ * then a fresh process loads the store and it is compared with what every process had
+ * acknowledged: nothing lost, nothing applied twice.
  */
-export interface WorkloadDriver {
-  /** Absolute URL (or path) of the driver module. */
-  module: string;
-  /** Name of the driver class exported by it; constructed as `new Driver(options)`. */
-  export: string;
-  /** The driver's options, as JSON. */
-  options: unknown;
-}
 
 export interface WorkloadOptions {
-  /** Absolute URL of @taskstore/core as the driver sees it: `import.meta.resolve("@taskstore/core")`. */
-  core: string;
-  driver: WorkloadDriver;
+  driver: ChildDriver;
   /** Child processes writing at the same time. */
   processes: number;
   /** TaskManager operations per process. */
@@ -42,9 +35,10 @@ export interface WorkloadTask {
   logs: { output: string }[];
 }
 
-/** What one process had acknowledged (every call resolved), as what the store must now hold. */
+/** What one process had acknowledged (every call that resolved), as what the store must now hold. */
 export interface WorkerReport {
   worker: number;
+  /** Calls that resolved (counted as they resolved, not as they were asked for). */
   acknowledged: number;
   /** This process's live tasks: id -> expected fields and exact log. */
   live: Record<
@@ -60,11 +54,6 @@ export interface WorkerReport {
   errors: string[];
 }
 
-export type WorkerJob = { core: string; driver: WorkloadDriver } & (
-  | { mode: "seed" | "load" }
-  | { mode: "work"; worker: number; sharedId: string; operations: number; concurrency: number }
-);
-
 export interface WorkloadResult {
   sharedId: string;
   reports: WorkerReport[];
@@ -74,33 +63,129 @@ export interface WorkloadResult {
   problems: string[];
 }
 
-const WORKER = fileURLToPath(new URL("./workload-worker.js", import.meta.url));
-
-async function runJob<T>(job: WorkerJob, timeoutMs: number): Promise<T> {
-  const out = await runNodeScript(WORKER, [JSON.stringify(job)], { timeoutMs });
-  return JSON.parse(out.trim().split("\n").at(-1) as string) as T;
-}
-
-/**
- * Creates a shared task, runs `processes` child processes that each make `operations` mixed
- * TaskManager calls on the one store (creates under the shared task and at top level, appends to
- * their own and to the shared task, progress, renames, start, deletes, and patches of one field
- * of the shared task per process), then loads the store in a fresh process and compares.
- */
+/** Runs the workload; see the comment at the top of this file. */
 export async function runWorkload(options: WorkloadOptions): Promise<WorkloadResult> {
   const timeoutMs = options.timeoutMs ?? 240_000;
-  const base = { core: options.core, driver: options.driver };
-  const sharedId = await runJob<string>({ ...base, mode: "seed" }, timeoutMs);
+  const sharedId = await runChild<string>({ driver: options.driver, mode: "seed" }, timeoutMs);
   const reports = await Promise.all(
     Array.from({ length: options.processes }, (_, worker) =>
-      runJob<WorkerReport>(
-        { ...base, mode: "work", worker, sharedId, operations: options.operations, concurrency: options.concurrency },
+      runChild<WorkerReport>(
+        { driver: options.driver, mode: "work", worker, sharedId, operations: options.operations, concurrency: options.concurrency },
         timeoutMs,
       ),
     ),
   );
-  const tasks = await runJob<WorkloadTask[]>({ ...base, mode: "load" }, timeoutMs);
+  const tasks = await runChild<WorkloadTask[]>({ driver: options.driver, mode: "load" }, timeoutMs);
   return { sharedId, reports, tasks, problems: checkWorkload(sharedId, reports, tasks, options.operations) };
+}
+
+/** The job of one workload process (in `child.js`). */
+export async function runWorker(
+  manager: TaskManager,
+  job: { worker: number; sharedId: string; operations: number; concurrency: number },
+): Promise<WorkerReport> {
+  const errors: string[] = [];
+  manager.eventBus.on("persistence:error", ({ error }) => errors.push(`${error.code}: ${error.message}`));
+  return work(manager, errors, job.worker, job.sharedId, job.operations, job.concurrency);
+}
+
+/** Each worker patches one field of the shared task: with four workers, each its own. */
+const FIELDS = ["title", "description", "assignedTo", "progress.message"] as const;
+
+async function work(
+  manager: TaskManager,
+  errors: string[],
+  worker: number,
+  sharedId: string,
+  operations: number,
+  concurrency: number,
+): Promise<WorkerReport> {
+  let acknowledged = 0;
+  const counted = (call: Promise<unknown>) =>
+    call.then(() => {
+      acknowledged++;
+    });
+  const own: string[] = []; // ids of this worker's live tasks, oldest first
+  const live: WorkerReport["live"] = {};
+  const deleted: string[] = [];
+  const sharedLines: string[] = [];
+  const field = FIELDS[worker % FIELDS.length] as (typeof FIELDS)[number];
+  let patched: string | null = null;
+  // Expectations are recorded when a call is made: TaskManager applies calls in call order.
+  const create = (i: number, underShared: boolean): Promise<unknown> => {
+    const title = `w${worker}-${i}`;
+    const metadata = { worker, i };
+    return manager.create({ title, metadata, ...(underShared ? { parentId: sharedId } : {}) }).then((id) => {
+      own.push(id);
+      live[id] = { title, percent: 0, status: "pending", lines: [], metadata, parentId: underShared ? sharedId : null };
+    });
+  };
+  const appendShared = (i: number): Promise<unknown> => {
+    sharedLines.push(`w${worker}-${i}`);
+    return manager.appendOutput(sharedId, `w${worker}-${i}`, "stdout", `w${worker}`);
+  };
+  for (let start = 0; start < operations; start += concurrency) {
+    const calls: Promise<unknown>[] = [];
+    for (let i = start; i < Math.min(start + concurrency, operations); i++) {
+      const kind = i % 10;
+      // Creates resolve later: until one has, the own-task operations create instead.
+      if (kind === 0 || kind === 5 || own.length === 0) {
+        calls.push(create(i, kind !== 5));
+        continue;
+      }
+      if (kind === 2 || kind === 8) {
+        calls.push(appendShared(i));
+        continue;
+      }
+      if (kind === 7) {
+        const value = `w${worker} patch ${i}`;
+        patched = value;
+        if (field === "title") calls.push(manager.update(sharedId, { title: value }));
+        else if (field === "description") calls.push(manager.update(sharedId, { description: value }));
+        else if (field === "assignedTo") calls.push(manager.assignAgent(sharedId, { assignedTo: value }));
+        else calls.push(manager.setProgress(sharedId, { percent: i % 101, message: value }));
+        continue;
+      }
+      if (kind === 9) {
+        if (own.length > 2) {
+          const victim = own.shift() as string;
+          delete live[victim];
+          deleted.push(victim);
+          calls.push(manager.delete(victim));
+        } else {
+          calls.push(appendShared(i));
+        }
+        continue;
+      }
+      const target = own[i % own.length] as string;
+      const expected = live[target] as WorkerReport["live"][string];
+      if (kind === 1 || (kind === 6 && expected.status !== "pending")) {
+        expected.lines.push(`w${worker}-${i}`);
+        calls.push(manager.appendOutput(target, `w${worker}-${i}`));
+      } else if (kind === 3) {
+        expected.percent = i % 100;
+        calls.push(manager.setProgress(target, { percent: i % 100, message: `step ${i}` }));
+      } else if (kind === 4) {
+        expected.title = `w${worker}-${i}-renamed`;
+        calls.push(manager.update(target, { title: expected.title }));
+      } else {
+        expected.status = "running";
+        calls.push(manager.start(target));
+      }
+    }
+    await Promise.all(calls.map(counted));
+  }
+  await manager.flush();
+  await manager.close();
+  return {
+    worker,
+    acknowledged,
+    live,
+    deleted,
+    sharedLines,
+    patched: patched === null ? null : { field, value: patched },
+    errors,
+  };
 }
 
 /** JSON with object keys sorted: stores such as PostgreSQL's jsonb do not keep key order. */

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { link, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { CorruptDataError, DRIVER_SPECIFICATION_VERSION, LockTimeoutError, type StorageData, type StorageDriver } from "@taskstore/core";
@@ -67,11 +67,15 @@ export class FolderStorageDriver implements StorageDriver {
 
   async acquireLock(): Promise<void> {
     const deadline = Date.now() + this.lockTimeoutMs;
+    // The holder's record is written first and linked into place: link() fails if a lock exists,
+    // and a lock file always holds a whole record (a holder killed mid-write leaves no empty
+    // lock that nobody could ever tell from a live one).
+    const record = this.file(`lock.${this.token}`);
+    await writeFile(record, JSON.stringify({ token: this.token, pid: process.pid, host: hostname() }), { mode: 0o600 });
     for (;;) {
       try {
-        const handle = await open(this.file("lock"), "wx", 0o600);
-        await handle.writeFile(JSON.stringify({ token: this.token, pid: process.pid, host: hostname() }));
-        await handle.close();
+        await link(record, this.file("lock"));
+        await rm(record, { force: true });
         this.holding = true;
         return;
       } catch (error) {
@@ -81,7 +85,10 @@ export class FolderStorageDriver implements StorageDriver {
         await rm(this.file("lock"), { force: true });
         continue;
       }
-      if (Date.now() > deadline) throw new LockTimeoutError(`folder: ${this.file("lock")} is held by another process`);
+      if (Date.now() > deadline) {
+        await rm(record, { force: true });
+        throw new LockTimeoutError(`folder: ${this.file("lock")} is held by another process`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }

@@ -3,7 +3,7 @@
 // file store (`store.json` in a folder, a lock file made with O_EXCL holding the holder's pid)
 // with one thing wrong.
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { link, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { LockTimeoutError, SCHEMA_VERSION } from "@taskstore/core";
 
@@ -43,11 +43,13 @@ export class SoundFileDriver {
   async backup() {}
   async acquireLock() {
     const deadline = Date.now() + 10_000;
+    // The pid is written first and linked into place, so a lock file always holds a whole pid.
+    const record = this.file(`lock.${process.pid}.${randomUUID()}`);
+    await writeFile(record, String(process.pid));
     for (;;) {
       try {
-        const handle = await open(this.file("lock"), "wx");
-        await handle.writeFile(String(process.pid));
-        await handle.close();
+        await link(record, this.file("lock"));
+        await rm(record, { force: true });
         this.holding = true;
         return;
       } catch (error) {

@@ -9,3 +9,13 @@ it("the conformance README's example is this package's conformance test, verbati
   const block = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
   expect(block?.trim()).toBe(test.trim());
 });
+
+it("the conformance README's example imports nothing private: only node:, the suite and the author's own files", async () => {
+  const readme = await readFile(new URL("../../../packages/conformance/README.md", import.meta.url), "utf8");
+  const block = /```ts\n([\s\S]*?)```/.exec(readme)?.[1] ?? "";
+  const specifiers = [...block.matchAll(/from "([^"]+)"/g)].map((match) => match[1] as string);
+  expect(specifiers.length).toBeGreaterThan(0);
+  for (const specifier of specifiers) {
+    expect(specifier.startsWith("node:") || specifier === "@taskstore/conformance" || specifier.startsWith(".")).toBe(true);
+  }
+});

@@ -59,7 +59,9 @@ export interface StorageDriver {
    * A legacy todo array is returned as it is (core detects and migrates it). Data that cannot be
    * parsed at all throws a `CorruptDataError`. The driver reports `metadata`: `totalTasks` equal to
    * `tasks.length` and `lastUpdated` the time (ms) of the last write, also under `transact()`,
-   * whose write sets carry no metadata; core relies on neither for correctness.
+   * whose write sets carry no metadata; core relies on neither for correctness. The data is the
+   * caller's: fresh objects, none the driver keeps (core checks it in place and its memory keeps
+   * it), as `JSON.parse` or rows turned into objects give.
    */
   loadData(): Promise<StorageData>;
   /** Replaces the whole store with `data`, atomically: a reader sees the old or the new store. */

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ValidationError, type ValidationIssue } from "./errors.js";
+import { isValidStoreAsIs } from "./load-check.js";
 
 /** The schema version this taskstore writes. */
 export const SCHEMA_VERSION = "1.0.0";
@@ -145,8 +146,13 @@ export function parseStoredTask(input: unknown, subject?: string): StoredTask {
   return task;
 }
 
-/** Parses a whole store, keeping unknown fields at every level. */
+/**
+ * Parses a whole store, keeping unknown fields at every level. A store that passes as it is
+ * (nearly every load) is returned as it is, checked by hand (`load-check.ts`); anything else goes
+ * through zod, which returns a parsed copy or names what fails.
+ */
 export function parseStorageData(input: unknown): StorageData {
+  if (isValidStoreAsIs(input)) return input as StorageData;
   const data = parseOrThrow(StorageDataSchema.omit({ tasks: true }).extend({ tasks: z.array(z.unknown()) }), input, "store");
   const tasks = data.tasks.map((task, i) => {
     try {

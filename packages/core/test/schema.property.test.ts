@@ -1,4 +1,14 @@
-import { LIMITS, MetadataSchema, newTaskId, parseStoredTask, StoredTaskSchema, TaskIdSchema, ValidationError } from "@taskstore/core";
+import {
+  LIMITS,
+  MetadataSchema,
+  newTaskId,
+  parseStorageData,
+  parseStoredTask,
+  StorageDataSchema,
+  StoredTaskSchema,
+  TaskIdSchema,
+  ValidationError,
+} from "@taskstore/core";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 
@@ -15,6 +25,72 @@ const validTask = fc.record({
     fc.record({ timestamp: fc.nat(), output: fc.string(), type: fc.constantFrom("stdout", "stderr", "log", "error", "info", "debug") }),
     { maxLength: 5 },
   ),
+});
+
+const oddValue = fc.oneof(
+  fc.anything(),
+  fc.constantFrom<unknown>(
+    -1,
+    1.5,
+    101,
+    Number.NaN,
+    Number.POSITIVE_INFINITY,
+    2 ** 53,
+    "",
+    "x".repeat(LIMITS.titleLength + 1),
+    null,
+    undefined,
+    {},
+    [],
+    "bad id",
+  ),
+);
+const place = fc.constantFrom(
+  ["id"],
+  ["title"],
+  ["description"],
+  ["status"],
+  ["parentId"],
+  ["assignedTo"],
+  ["progress"],
+  ["progress", "percent"],
+  ["progress", "currentStep"],
+  ["progress", "message"],
+  ["progress", "extra"],
+  ["metadata"],
+  ["metadata", "k"],
+  ["createdAt"],
+  ["children"],
+  ["logs"],
+  ["droppedLogCount"],
+  ["unknownField"],
+);
+
+describe("the load path's check in place", () => {
+  it("returns a store as it is only when the schema accepts it and would output the same", () => {
+    fc.assert(
+      fc.property(fc.array(validTask, { maxLength: 4 }), fc.nat(3), place, oddValue, (tasks, which, where, value) => {
+        const copy = JSON.parse(JSON.stringify(tasks)) as Record<string, unknown>[];
+        const target = copy[which % Math.max(copy.length, 1)];
+        if (target) {
+          let at: Record<string, unknown> = target;
+          for (const key of where.slice(0, -1)) at = (at[key] ?? {}) as Record<string, unknown>;
+          at[where.at(-1) as string] = value;
+        }
+        const store = { version: "1.0.0", tasks: copy, metadata: { lastUpdated: 1, totalTasks: copy.length } };
+        let result: unknown;
+        try {
+          result = parseStorageData(store);
+        } catch {
+          return; // refused: zod decided
+        }
+        if (result !== store) return; // zod's copy
+        expect(StorageDataSchema.safeParse(store).success).toBe(true);
+        for (const task of copy) expect(parseStoredTask(task)).toEqual(task);
+      }),
+      { numRuns: 2_000 },
+    );
+  });
 });
 
 describe("schema (property-based)", () => {

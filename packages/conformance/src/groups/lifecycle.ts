@@ -38,6 +38,21 @@ export function lifecycleTests(h: Harness): void {
     expect(await again.loadAll()).toEqual([]);
   });
 
+  it("loadData() hands over data the caller owns: changing it changes nothing the driver serves next", async () => {
+    const repository = await h.repository();
+    const task = makeTask({ id: "owned", logs: [{ timestamp: 1, output: "kept", type: "log" }], metadata: { deep: { n: 1 } } });
+    await repository.save(task);
+    const driver = await h.driver();
+    const first = await driver.loadData();
+    const loaded = first.tasks[0] as (typeof first.tasks)[number];
+    loaded.title = "changed by the caller";
+    loaded.logs.push({ timestamp: 2, output: "pushed by the caller", type: "log" });
+    (loaded.metadata.deep as { n: number }).n = 2;
+    first.tasks.push(makeTask({ id: "added-by-the-caller" }));
+    const second = await driver.loadData();
+    expect(second.tasks).toEqual([task]);
+  });
+
   it("the driver was written against a version of the contract this suite checks", async (ctx) => {
     const driver = await h.driver();
     const declared = driver.specificationVersion;

@@ -21,7 +21,10 @@ import {
 } from "./schema.js";
 import { TaskTable } from "./table.js";
 
-const CreateInputSchema = z.object({
+// Input objects refuse keys they do not know: `update(id, { status })` from plain JavaScript is an
+// error naming the key, never a silent no-op. (Stored data keeps unknown fields: that is forward
+// compatibility, not input.)
+const CreateInputSchema = z.strictObject({
   title: z.string().min(1).max(LIMITS.titleLength),
   description: z.string().max(LIMITS.descriptionLength).optional(),
   parentId: TaskIdSchema.optional(),
@@ -30,7 +33,7 @@ const CreateInputSchema = z.object({
 });
 export type CreateTaskInput = z.input<typeof CreateInputSchema>;
 
-const UpdateInputSchema = z.object({
+const UpdateInputSchema = z.strictObject({
   title: z.string().min(1).max(LIMITS.titleLength).optional(),
   description: z.string().max(LIMITS.descriptionLength).optional(),
   assignedTo: z.string().max(LIMITS.assignedToLength).optional(),
@@ -38,7 +41,9 @@ const UpdateInputSchema = z.object({
 });
 export type UpdateTaskInput = z.input<typeof UpdateInputSchema>;
 
-const AssignInputSchema = z.object({ assignedTo: z.string().max(LIMITS.assignedToLength).nullable().optional() });
+const AssignInputSchema = z.strictObject({ assignedTo: z.string().max(LIMITS.assignedToLength).nullable().optional() });
+
+const ProgressInputSchema = TaskProgressSchema.strict();
 
 const OutputSchema = z.object({
   output: z.string().max(LIMITS.logOutputLength),
@@ -47,7 +52,7 @@ const OutputSchema = z.object({
 });
 
 const QuerySchema = z
-  .object({
+  .strictObject({
     status: z.union([TaskStatusSchema, z.array(TaskStatusSchema)]).optional(),
     parentId: TaskIdSchema.nullable().optional(),
     assignedTo: z.string().optional(),
@@ -209,7 +214,7 @@ export class TaskManager {
 
   async setProgress(id: string, progress: TaskProgress): Promise<void> {
     this.checkId(id);
-    const parsed = parseOrThrow(TaskProgressSchema, progress, "setProgress");
+    const parsed = parseOrThrow(ProgressInputSchema, progress, "setProgress");
     await this.run("setProgress", [{ type: "patch", id, set: { progress: parsed }, at: Date.now() }]);
     this.emit("task:progress", () => ({ task: this.snapshot(id), progress: parsed }));
   }

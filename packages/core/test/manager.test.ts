@@ -10,6 +10,22 @@ const open = async (store: string) => {
 };
 
 describe("TaskManager", () => {
+  it("input objects refuse keys they do not know, naming them, and write nothing", async () => {
+    const store = randomUUID();
+    const manager = await open(store);
+    const id = await manager.create({ title: "strict" });
+    const unknown = (key: string) => (error: unknown) =>
+      (error as { code?: string }).code === "VALIDATION" && (error as Error).message.includes(`"${key}"`);
+    await expect(manager.update(id, { status: "completed" } as never)).rejects.toSatisfy(unknown("status"));
+    await expect(manager.create({ title: "x", priority: 1 } as never)).rejects.toSatisfy(unknown("priority"));
+    await expect(manager.setProgress(id, { percent: 5, pct: 5 } as never)).rejects.toSatisfy(unknown("pct"));
+    await expect(manager.assignAgent(id, { assignedTo: "a", agent: "b" } as never)).rejects.toSatisfy(unknown("agent"));
+    expect(() => manager.list({ state: "running" } as never)).toThrow(/"state"/);
+    const stored = await new TaskRepository({ driver: new MemoryStorageDriver({ store }) }).loadAll();
+    expect(stored.map((task) => [task.title, task.status, task.progress.percent])).toEqual([["strict", "pending", 0]]);
+    await manager.close();
+  });
+
   it("operations called without awaiting apply in call order", async () => {
     const manager = await open(randomUUID());
     const id = await manager.create({ title: "quick" });

@@ -6,7 +6,16 @@ import { log } from "./commands/log.js";
 import { backup, diagnose, migrate, restore } from "./commands/store.js";
 import { add, assign, cancel, complete, fail, link, list, pause, progress, resume, retry, rm, show, start } from "./commands/tasks.js";
 import { EXIT_CODES, reportError } from "./exit-codes.js";
+import { STOP_SIGNALS, type StopSignal, WriteGate } from "./interrupt.js";
+import { escapeText, jsonText } from "./text.js";
 import { UsageError } from "./usage-error.js";
+
+/**
+ * How long an interrupted command lets a write already in flight (holding the store's lock)
+ * finish. Writes are atomic, so stopping at any moment is safe; letting it finish makes the
+ * outcome known. A second signal ends the command at once.
+ */
+const WRITE_GRACE_MS = 3_000;
 
 /** Every verb, in the order the help lists them. */
 export const COMMANDS: Command[] = [
@@ -48,8 +57,8 @@ export interface MainIO {
   stdout: Context["stdout"];
   stderr: Context["stderr"];
   env: NodeJS.ProcessEnv;
-  /** Resolves on SIGINT/SIGTERM. */
-  interrupted: Promise<void>;
+  /** Resolves on SIGINT/SIGTERM, with the signal's name (taken as "SIGINT" when it resolves with anything else). */
+  interrupted: Promise<unknown>;
 }
 
 /** Runs one command line; resolves with the exit code. Never throws. */
@@ -82,13 +91,14 @@ export async function main(argv: string[], io: MainIO): Promise<number> {
     if (args.positionals.length < min) throw new UsageError(`missing arguments: taskstore ${command.usage}`, command.name);
     if (args.positionals.length > max) {
       throw new UsageError(
-        `too many arguments (${args.positionals.map((p) => JSON.stringify(p)).join(" ")}): taskstore ${command.usage}`,
+        `too many arguments (${args.positionals.map((p) => jsonText(p)).join(" ")}): taskstore ${command.usage}`,
         command.name,
       );
     }
     const storeFlag = typeof args.values.store === "string" ? args.values.store : undefined;
     const lockRaw =
       typeof args.values["lock-timeout"] === "string" ? args.values["lock-timeout"] : io.env.TASKSTORE_LOCK_TIMEOUT || undefined;
+    const gate = new WriteGate();
     const ctx: Context = {
       storeUrl: storeFlag ?? (io.env.TASKSTORE_URL || undefined),
       json,
@@ -96,17 +106,53 @@ export async function main(argv: string[], io: MainIO): Promise<number> {
       stdout: io.stdout,
       stderr: io.stderr,
       interrupted: io.interrupted,
+      gate,
     };
-    await command.run(ctx, args);
-    return EXIT_CODES.OK;
+    const running = command.run(ctx, args);
+    if (command.runsUntilInterrupted?.(args)) {
+      await running; // it ends by itself on the signal
+      return EXIT_CODES.OK;
+    }
+    // Any other command is stopped here at the first SIGINT/SIGTERM, whatever it is waiting for.
+    const outcome = await Promise.race([
+      running.then(() => ({ done: true as const })),
+      io.interrupted.then((signal) => ({ done: false as const, signal: (signal === "SIGTERM" ? "SIGTERM" : "SIGINT") as StopSignal })),
+    ]);
+    if (outcome.done) return EXIT_CODES.OK;
+    running.catch(() => undefined); // it may still fail, refused by the gate: nothing to report
+    return await interrupted(io, json, gate, outcome.signal);
   } catch (error) {
     const report = reportError(error);
     const verb = (error as { verb?: unknown }).verb;
     const hint = report.code === "USAGE" ? ` (see taskstore ${typeof verb === "string" ? `${verb} ` : ""}--help)` : "";
-    if (json) io.stderr.write(`${JSON.stringify({ error: { code: report.code, exitCode: report.exitCode, message: report.message } })}\n`);
-    else io.stderr.write(`taskstore: ${report.message}${hint}\n`);
+    if (json) io.stderr.write(`${jsonText({ error: { code: report.code, exitCode: report.exitCode, message: report.message } })}\n`);
+    else io.stderr.write(`taskstore: ${escapeText(report.message)}${hint}\n`);
     return report.exitCode;
   }
+}
+
+/**
+ * Stops an interrupted command: no write may begin any more, a write in flight gets
+ * `WRITE_GRACE_MS` to finish, and the command reports what happened. Exit 130 (SIGINT) or 143
+ * (SIGTERM).
+ */
+async function interrupted(io: MainIO, json: boolean, gate: WriteGate, signal: StopSignal): Promise<number> {
+  gate.stop();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    gate.idle(),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, WRITE_GRACE_MS);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
+  const exitCode = STOP_SIGNALS[signal] ?? STOP_SIGNALS.SIGINT;
+  const what = gate.finished === 0 ? "nothing was written" : "some of its changes had been written, and they stay";
+  const message = `interrupted by ${signal} (${what})`;
+  if (json) io.stderr.write(`${jsonText({ error: { code: "INTERRUPTED", exitCode, signal, message } })}\n`);
+  else io.stderr.write(`taskstore: ${message}\n`);
+  return exitCode;
 }
 
 /** The index of the verb: the first argument that is neither an option nor a global option's value. */
@@ -185,7 +231,7 @@ export function topHelp(): string {
     "Exit codes: 0 ok, 1 unexpected, 2 usage or invalid input, 3 not found, 4 invalid transition or cycle,",
     "  5 lock timeout, 6 corrupt store (no usable backup), 7 storage unavailable (nothing written),",
     "  8 driver package not installed, 9 store written by a newer major version, 10 conflict,",
-    "  11 not supported by the driver, 12 copy target not empty.",
+    "  11 not supported by the driver, 12 copy target not empty, 130/143 interrupted (SIGINT/SIGTERM).",
     "",
     'Start: taskstore add "My first task" && taskstore list',
     "",

@@ -1,6 +1,8 @@
-import { EventBus, TaskManager, TaskStoreError } from "@taskstore/core";
+import { EventBus, StorageUnavailableError, TaskManager, TaskStoreError } from "@taskstore/core";
+import type { WriteGate } from "./interrupt.js";
 import { type OpenStore, openStore } from "./open-store.js";
-import { UsageError } from "./usage-error.js";
+import { escapeText, jsonText } from "./text.js";
+import { isIoError, UsageError } from "./usage-error.js";
 
 /** What every verb gets: the global options and where to write. */
 export interface Context {
@@ -11,7 +13,9 @@ export interface Context {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
   stderr: NodeJS.WritableStream & { isTTY?: boolean };
   /** Resolves when the user asks to stop (SIGINT, SIGTERM): for verbs that run until stopped. */
-  interrupted: Promise<void>;
+  interrupted: Promise<unknown>;
+  /** The command's writes, which an interrupt waits for or refuses. */
+  gate: WriteGate;
 }
 
 export interface OptionSpec {
@@ -39,85 +43,134 @@ export interface Command {
   details?: string;
   options: Record<string, OptionSpec>;
   positionals: { min: number; max: number };
+  /**
+   * True when this command line runs until the user stops it (`log --follow`) and ends by itself,
+   * with exit 0, on SIGINT/SIGTERM (`ctx.interrupted`). Every other command is stopped by the
+   * CLI: exit 130/143.
+   */
+  runsUntilInterrupted?(args: ParsedArgs): boolean;
   run(ctx: Context, args: ParsedArgs): Promise<void>;
 }
 
 /** Prints a result: `json` as one JSON document with `--json`, else `text`. */
 export function output(ctx: Context, text: string, json: unknown): void {
-  if (ctx.json) ctx.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
+  if (ctx.json) ctx.stdout.write(`${jsonText(json, 2)}\n`);
   else if (text !== "") ctx.stdout.write(`${text}\n`);
 }
 
-export function notice(ctx: Context, text: string): void {
-  ctx.stderr.write(`taskstore: ${text}\n`);
+/**
+ * Something the user should know that is not the command's result: on stderr, as one line
+ * (`taskstore: ...`, `taskstore: warning: ...`), or with `--json` as one JSON object per line,
+ * `{"notice":{"type","message",...details}}`, so stderr stays machine-readable.
+ */
+export function notice(
+  ctx: Context,
+  type: string,
+  text: string,
+  details: Record<string, unknown> = {},
+  level: "info" | "warning" = "info",
+): void {
+  if (ctx.json) ctx.stderr.write(`${jsonText({ notice: { type, level, message: text, ...details } })}\n`);
+  else ctx.stderr.write(`taskstore: ${level === "warning" ? "warning: " : ""}${escapeText(text)}\n`);
 }
+
+export interface StoreOptions {
+  /** The store (default: `ctx.storeUrl`). */
+  url?: string | undefined;
+  /**
+   * The command changes the store: a storage failure (lock timeout, unreachable store, conflict)
+   * then ends in "(nothing was written)". Its one write is atomic, and a failed write is never
+   * retried later (the repository is opened with `degrade: false`), so that is true.
+   */
+  writes?: boolean;
+}
+
+/** Storage failures a writing command reports with "(nothing was written)". */
+const NOTHING_WRITTEN_CODES = new Set(["LOCK_TIMEOUT", "STORAGE_UNAVAILABLE", "CONFLICT"]);
 
 /**
  * Opens the store, runs `work`, and closes the store, which waits until every change is durable.
  * A change that could not reach storage makes this throw (with the storage error's code), so a
  * verb never reports success for a write that is not stored.
  */
-export async function withStore<T>(
-  ctx: Context,
-  work: (store: OpenStore) => Promise<T>,
-  url: string | undefined = ctx.storeUrl,
-): Promise<T> {
-  const store = await openStore(url, { lockTimeoutMs: ctx.lockTimeoutMs });
+export async function withStore<T>(ctx: Context, work: (store: OpenStore) => Promise<T>, options: StoreOptions = {}): Promise<T> {
+  const url = "url" in options ? options.url : ctx.storeUrl;
+  const store = await openStore(url, { lockTimeoutMs: ctx.lockTimeoutMs, gate: ctx.gate });
   const { events } = store.repository;
   events.on("storage:recovered", ({ reason, result }) => {
     const aside = result.movedTo ? `; the unreadable store was kept as ${result.movedTo}` : "";
-    notice(ctx, `${store.display} could not be read (${reason.message}); restored from ${result.restoredFrom}${aside}`);
+    notice(ctx, "recovered", `${store.display} could not be read (${reason.message}); restored from ${result.restoredFrom}${aside}`, {
+      store: store.display,
+      reason: reason.message,
+      restoredFrom: result.restoredFrom,
+      ...(result.movedTo ? { movedTo: result.movedTo } : {}),
+    });
   });
-  events.on("storage:migrated", ({ tasks }) => notice(ctx, `converted the legacy todo store to the current format (${tasks} tasks)`));
+  events.on("storage:migrated", ({ tasks }) =>
+    notice(ctx, "migrated", `converted the legacy todo store to the current format (${tasks} tasks)`, { store: store.display, tasks }),
+  );
   // A change queued after a failed first attempt and then refused by the stored state when it
-  // was finally written (another process changed the task meanwhile) is dropped by core: the
-  // command must fail, not exit 0 as if it had been written.
+  // was finally written is dropped by core: the command must fail, not exit 0. (A command's
+  // repository never queues a failed write, so this is a safety net.)
   let refused: unknown;
   events.on("persistence:conflict", ({ error }) => {
     refused ??= error;
   });
   let result: T | undefined;
   let failure: unknown;
-  let worked = false;
   try {
     result = await work(store);
-    worked = true;
   } catch (error) {
     failure = error;
   }
   try {
     await store.repository.close();
   } catch (error) {
-    if (worked) {
-      // The verb itself succeeded in memory, but its change is not in storage.
-      const code = TaskStoreError.isInstance(error) ? error.code : "STORAGE_UNAVAILABLE";
-      const message = error instanceof Error ? error.message : String(error);
-      failure = new TaskStoreError(code, `${message} (nothing was written)`, { cause: error });
-    } else failure ??= error;
+    failure ??= error;
   }
   if (failure === undefined && refused !== undefined) failure = refused;
-  if (failure !== undefined) throw withStoreName(failure, store.display);
+  if (failure !== undefined) throw explain(failure, store.display, options.writes === true);
   return result as T;
 }
 
-/** A storage error names the store, so "connection refused" says which server. */
-function withStoreName(error: unknown, display: string): unknown {
-  if (!TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE") || error.message.includes(display)) return error;
-  return new TaskStoreError("STORAGE_UNAVAILABLE", `the store ${display} is unavailable: ${error.message}`, { cause: error });
+/**
+ * A failure as the command reports it: an I/O error a driver let through (a raw `ENOENT`, a
+ * SQLite error) is the store being unavailable, never an "unexpected error"; a storage error
+ * names the store, so "connection refused" says which server; a writing command's storage
+ * failure says that nothing was written.
+ */
+function explain(error: unknown, display: string, writes: boolean): unknown {
+  let failure = error;
+  if (!TaskStoreError.isInstance(failure) && isIoError(failure)) {
+    failure = new StorageUnavailableError((failure as Error).message, { cause: failure });
+  }
+  if (!TaskStoreError.isInstance(failure)) return failure;
+  if (failure.code === "STORAGE_UNAVAILABLE" && !failure.message.includes(display)) {
+    failure = new TaskStoreError("STORAGE_UNAVAILABLE", `the store ${display} is unavailable: ${failure.message}`, { cause: failure });
+  }
+  const current = failure as TaskStoreError;
+  if (writes && NOTHING_WRITTEN_CODES.has(current.code) && !current.message.endsWith("(nothing was written)")) {
+    failure = new TaskStoreError(current.code, `${current.message} (nothing was written)`, { cause: current });
+  }
+  return failure;
 }
 
 /** `withStore` with a `TaskManager` loaded from the store (for the verbs that change tasks). */
 export function withManager<T>(ctx: Context, work: (manager: TaskManager, store: OpenStore) => Promise<T>): Promise<T> {
-  return withStore(ctx, async (store) => {
-    const manager = new TaskManager(new EventBus(), store.repository);
-    await manager.refresh();
-    try {
-      return await work(manager, store);
-    } finally {
-      // Closing the manager closes the repository (flushing); withStore reports a failure.
-      await manager.close().catch(() => undefined);
-    }
-  });
+  return withStore(
+    ctx,
+    async (store) => {
+      const manager = new TaskManager(new EventBus(), store.repository);
+      await manager.refresh();
+      try {
+        return await work(manager, store);
+      } finally {
+        // Closing the manager closes the repository; withStore reports a failure.
+        await manager.close().catch(() => undefined);
+      }
+    },
+    { writes: true },
+  );
 }
 
 export function stringArg(args: ParsedArgs, name: string): string | undefined {
@@ -134,8 +187,9 @@ export function numberArg(
 ): number | undefined {
   if (raw === undefined) return undefined;
   const value = Number(raw);
+  // Decimal only: Number() would also take "0x10", "0b1", "1e1", " 16" and "Infinity".
   const bad =
-    raw.trim() === "" ||
+    !/^-?\d+(\.\d+)?$/.test(raw) ||
     !Number.isFinite(value) ||
     (rule.integer && !Number.isInteger(value)) ||
     (rule.min !== undefined && value < rule.min) ||

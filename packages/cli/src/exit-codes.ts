@@ -1,5 +1,6 @@
 import { TaskStoreError } from "@taskstore/core";
 import { redactText } from "./store-url.js";
+import { isIoError } from "./usage-error.js";
 
 /**
  * Exit codes, the one table. Scripts branch on these; the README lists them. Core error codes map
@@ -33,6 +34,10 @@ export interface ErrorReport {
 }
 
 export function reportError(error: unknown): ErrorReport {
+  if (!TaskStoreError.isInstance(error) && isIoError(error)) {
+    // An I/O error no layer named (a driver let a raw ENOENT through): the storage failed, not taskstore.
+    return { code: "STORAGE_UNAVAILABLE", exitCode: EXIT_CODES.STORAGE_UNAVAILABLE, message: redactText((error as Error).message) };
+  }
   const code = codeOf(error);
   const exitCode = code !== undefined && code in EXIT_CODES ? EXIT_CODES[code as ExitCodeName] : EXIT_CODES.UNEXPECTED;
   let message = error instanceof Error ? error.message : String(error);

@@ -1,7 +1,9 @@
+import { type Stats, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { DriverNotInstalledError, type StorageDriver, TaskRepository } from "@taskstore/core";
+import { DriverNotInstalledError, type StorageDriver, TaskRepository, TaskStoreError } from "@taskstore/core";
+import type { WriteGate } from "./interrupt.js";
 import { parseStoreUrl, type StoreSpec } from "./store-url.js";
 
 /** A store the CLI has opened: its repository, and the URL it may print. */
@@ -16,6 +18,25 @@ export interface OpenStore {
 export interface OpenOptions {
   /** `lockTimeoutMs` for drivers that have one (every shipped driver does). */
   lockTimeoutMs?: number | undefined;
+  /** The command's writes, for an interrupt to wait for (or refuse): see `WriteGate`. */
+  gate?: WriteGate | undefined;
+}
+
+/**
+ * A store path that is not a regular file (a FIFO, a device, a folder, a socket): refused before any
+ * driver opens it, since opening a FIFO waits for a writer forever and /dev/zero never ends.
+ * `VALIDATION` (exit 2): the path given is wrong, and retrying cannot help.
+ */
+export class StorePathError extends TaskStoreError {
+  readonly path: string;
+  constructor(display: string, file: string, what: string) {
+    super(
+      "VALIDATION",
+      `the store ${display} is ${what}, not a regular file: give the path of a store file (nothing was opened or written)`,
+    );
+    this.name = "StorePathError";
+    this.path = file;
+  }
 }
 
 /** Loads the driver package for `url` (only now: drivers are optional installs) and wraps it in a repository. */
@@ -29,11 +50,55 @@ export async function openStore(url: string | undefined, options: OpenOptions = 
       `${spec.packageName} does not export ${spec.exportName} (an incompatible version?); the ${spec.kind} store`,
     );
   }
+  const file = storeFile(spec, module);
+  if (file !== undefined) checkRegularFile(spec.kind === "file" ? `file:${file}` : spec.display, file);
   const driverOptions = { ...spec.options, ...(options.lockTimeoutMs !== undefined ? { lockTimeoutMs: options.lockTimeoutMs } : {}) };
   const driver = new Driver(driverOptions);
   const filePath = (driver as { path?: unknown }).path;
   const display = spec.kind === "file" && typeof filePath === "string" ? `file:${filePath}` : spec.display;
-  return { repository: new TaskRepository({ driver }), driver, spec, display };
+  try {
+    options.gate?.watch(driver);
+  } catch {
+    // A driver whose methods cannot be wrapped (a frozen object): an interrupt then stops the
+    // command without waiting for a write in flight, which is still atomic.
+  }
+  // A command's write that fails is reported by the write itself, never queued for a retry (that
+  // is TaskManager's graceful degradation, for long-lived programs): queued, it would wait for the
+  // lock again when the command closes (--lock-timeout twice over). A command has one deadline.
+  return { repository: new TaskRepository({ driver, degrade: false }), driver, spec, display };
+}
+
+/** The file of a `file:` or `sqlite:` store (the JSON driver's default path when none is given); undefined for a server. */
+export function storeFile(spec: StoreSpec, driverModule?: Record<string, unknown>): string | undefined {
+  if (spec.kind !== "file" && spec.kind !== "sqlite") return undefined;
+  if (typeof spec.options.path === "string") return spec.options.path;
+  const defaultPath = driverModule?.defaultStorePath;
+  return typeof defaultPath === "function" ? String((defaultPath as () => unknown)()) : undefined;
+}
+
+/** Loads the driver package of a store (see `importDriver`), for what it exports beside the driver. */
+export function loadDriverModule(spec: StoreSpec): Promise<Record<string, unknown>> {
+  return importDriver(spec);
+}
+
+/** Throws `StorePathError` when `file` exists (following symlinks) and is not a regular file. Never opens it. */
+function checkRegularFile(display: string, file: string): void {
+  let stats: Stats;
+  try {
+    stats = statSync(file);
+  } catch {
+    return; // missing (a new store), or unreadable: the driver reports that in its own terms
+  }
+  if (!stats.isFile()) throw new StorePathError(display, file, describeFile(stats));
+}
+
+function describeFile(stats: Stats): string {
+  if (stats.isDirectory()) return "a folder";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isCharacterDevice()) return "a character device";
+  if (stats.isBlockDevice()) return "a block device";
+  if (stats.isSocket()) return "a socket";
+  return "something";
 }
 
 /**

@@ -99,7 +99,19 @@ function pathOf(raw: string, rest: string, cwd: string, home: string): string {
         `the store URL ${raw} names host "${url.hostname}": a file store must be local (write ${raw.split(":")[0]}:/path)`,
       );
     }
-    return fileURLToPath(url);
+    const scheme = raw.split(":")[0];
+    // A file name cannot hold a "/": fileURLToPath refuses it with a TypeError.
+    if (/%2f/i.test(url.pathname)) {
+      throw new UsageError(`the store URL ${raw} must not contain an encoded "/" (%2F) in its path: write ${scheme}:/path/to/file`);
+    }
+    let file: string;
+    try {
+      file = fileURLToPath(url);
+    } catch (error) {
+      throw new UsageError(`cannot read the store URL ${raw} (${(error as Error).message}): write it as ${scheme}:/absolute/path`);
+    }
+    if (file.includes("\0")) throw new UsageError(`the store URL ${raw} has a NUL character (%00) in its path`);
+    return file;
   }
   if (rest === "") throw new UsageError(`the store URL ${raw} has no path: write it as ${raw}/path/to/file`);
   return resolvePath(rest, cwd, home);

@@ -18,3 +18,13 @@ export class TargetNotEmptyError extends Error {
     this.name = "TargetNotEmptyError";
   }
 }
+
+/** An operating system error (`ENOENT`, `EACCES`, ...) or a SQLite error: the storage failed, not taskstore. */
+export function isIoError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return false;
+  const errno =
+    /^E[A-Z0-9]+$/.test(code) &&
+    (typeof (error as { syscall?: unknown }).syscall === "string" || typeof (error as { errno?: unknown }).errno === "number");
+  return errno || code.startsWith("SQLITE_");
+}

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { existsSync, watch } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -129,4 +129,89 @@ export interface DiagnoseReport {
   schemaVersion?: string;
   taskCount?: number;
   metrics: { recentErrors: unknown[]; pendingChanges: number };
+}
+
+/**
+ * Watches a JSON file store's folder for lock attempts. Each attempt of the JSON file driver to
+ * take the lock builds a folder `.<stem>.lock.<pid>-<id>.new` (renamed into place when the lock is
+ * free, removed when it is not), so the folders named with a process's pid count that process's
+ * attempts, seen from outside it.
+ */
+export function watchLockAttempts(dir: string, stem = "tasks") {
+  const pattern = new RegExp(`^\\.${stem}\\.lock\\.(\\d+)-([0-9a-f]+)\\.new$`);
+  const attempts = new Map<number, Set<string>>();
+  const waiters: { test(): boolean; resolve(): void }[] = [];
+  const wake = () => {
+    for (const waiter of [...waiters]) {
+      if (waiter.test()) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  };
+  const watcher = watch(dir, (_event, name) => {
+    if (typeof name !== "string") return;
+    const match = pattern.exec(name);
+    if (match) {
+      const pid = Number(match[1]);
+      const seen = attempts.get(pid) ?? new Set<string>();
+      seen.add(match[2] as string);
+      attempts.set(pid, seen);
+    }
+    wake();
+  });
+  const until = (test: () => boolean, what: string, ms: number) =>
+    new Promise<void>((resolve, reject) => {
+      if (test()) {
+        resolve();
+        return;
+      }
+      const timer = setTimeout(() => reject(new Error(`${what} not seen after ${ms} ms`)), ms);
+      waiters.push({
+        test,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+    });
+  return {
+    /** How many lock attempts `pid` made so far. */
+    count: (pid: number) => attempts.get(pid)?.size ?? 0,
+    /** Resolves once `pid` has tried to take the lock (it is then waiting for it). */
+    waitForAttempt: (pid: number, ms = 20_000) => until(() => (attempts.get(pid)?.size ?? 0) > 0, `a lock attempt by pid ${pid}`, ms),
+    /** Resolves once every change made in the folder so far has been reported (a marker file's event comes after them). */
+    async settle(ms = 20_000): Promise<void> {
+      const marker = `marker-${Math.random().toString(16).slice(2)}`;
+      let seen = false;
+      const off = watch(dir, (_event, name) => {
+        if (name === marker) seen = true;
+      });
+      await writeFile(path.join(dir, marker), "");
+      try {
+        await until(() => seen, `the marker ${marker}`, ms);
+      } finally {
+        off.close();
+        await rm(path.join(dir, marker), { force: true });
+      }
+    },
+    close: () => watcher.close(),
+  };
+}
+
+/** Resolves with `promise`, or rejects once `ms` have passed: bounds a wait for a process to end (not a timing assertion). */
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what}: still running after ${ms} ms`)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }

@@ -38,6 +38,13 @@ export interface TaskRepositoryOptions {
   maxBatch?: number;
   /** Backoff of the retries of pending changes while storage fails. Defaults 50 ms doubling to 5 s. */
   retry?: { initialDelayMs?: number; maxDelayMs?: number };
+  /**
+   * Whether writes that ask for graceful degradation (every `TaskManager` operation) may be
+   * queued when storage fails. `false` makes every write reject with its storage error instead:
+   * for a short-lived program (a CLI command) that has one deadline and must report failure, not
+   * wait for the lock again when it closes. Default true.
+   */
+  degrade?: boolean;
 }
 
 export interface ApplyOptions {
@@ -103,6 +110,7 @@ export class TaskRepository {
   private closed: Promise<void> | undefined;
   private isClosed = false;
   private readonly maxBatch: number;
+  private readonly mayDegrade: boolean;
   private readonly retryInitial: number;
   private readonly retryMax: number;
 
@@ -116,6 +124,7 @@ export class TaskRepository {
       throw new ValidationError([{ path: ["logCap"], rule: "min 1", message: "must be a positive integer" }]);
     }
     this.maxBatch = options.maxBatch ?? 500;
+    this.mayDegrade = options.degrade ?? true;
     this.retryInitial = options.retry?.initialDelayMs ?? 50;
     this.retryMax = options.retry?.maxDelayMs ?? 5_000;
     this.retryDelay = this.retryInitial;
@@ -228,7 +237,7 @@ export class TaskRepository {
       this.queue.push({
         changes: checked,
         operation: options.operation ?? "write",
-        degrade: options.degrade ?? false,
+        degrade: (options.degrade ?? false) && this.mayDegrade,
         acknowledged: false,
         enqueuedAt: performance.now(),
         resolve,

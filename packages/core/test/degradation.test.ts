@@ -23,6 +23,22 @@ for (const incremental of [true, false]) {
       return { flaky, bus, repository, manager, stored };
     };
 
+    it("with degrade: false a write that storage fails rejects with the storage error, and nothing is queued", async () => {
+      const store = randomUUID();
+      const flaky = new FlakyDriver(new MemoryStorageDriver({ store, incremental }));
+      const repository = new TaskRepository({ driver: flaky, degrade: false });
+      const manager = new TaskManager(new EventBus(), repository);
+      await manager.loadFromRepository();
+      const id = await manager.create({ title: "before the fault" });
+      flaky.broken = true;
+      await expect(manager.appendOutput(id, "refused")).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "STORAGE_UNAVAILABLE"));
+      expect(repository.pendingChanges()).toEqual([]);
+      flaky.broken = false;
+      await manager.close(); // nothing left to write: close() does not try the store again
+      const stored = await new TaskRepository({ driver: new MemoryStorageDriver({ store }) }).loadAll();
+      expect(stored.map((task) => task.logs.length)).toEqual([0]);
+    });
+
     it("operations succeed in memory while storage fails, the error is emitted, and flush() writes everything once it works", async () => {
       const { flaky, bus, repository, manager, stored } = open();
       await manager.loadFromRepository();

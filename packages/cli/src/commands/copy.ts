@@ -1,6 +1,10 @@
+import { realpath, stat } from "node:fs/promises";
+import path from "node:path";
 import type { TaskChange } from "@taskstore/core";
 import { type Command, type Context, output, stringArg, withStore } from "../command.js";
-import { parseStoreUrl } from "../store-url.js";
+import { loadDriverModule, storeFile } from "../open-store.js";
+import { parseStoreUrl, type StoreSpec } from "../store-url.js";
+import { escapeText } from "../text.js";
 import { TargetNotEmptyError, UsageError } from "../usage-error.js";
 
 /** Tasks per atomic write: small enough for a live progress bar, large enough to be quick. */
@@ -33,12 +37,15 @@ Example: taskstore copy --from file:~/.config/kilocode/tasks.json --to sqlite:/v
     const merge = args.values.merge === true;
     if (force && merge) throw new UsageError("give --force or --merge, not both", "copy");
     // Parsed up front, so a bad target URL fails before the source is even opened.
-    const fromDisplay = parseStoreUrl(fromUrl).display;
+    const fromSpec = parseStoreUrl(fromUrl);
+    const fromDisplay = fromSpec.display;
     const toSpec = parseStoreUrl(toUrl);
-    if (fromDisplay === toSpec.display && fromDisplay !== "file: (default path)")
-      throw new UsageError("--from and --to are the same store", "copy");
+    // The same store by any name (the default path and its explicit form, a symlinked folder, a
+    // hard link, "localhost" and "127.0.0.1"): copying onto itself with --force empties it first.
+    const [fromId, toId] = await Promise.all([storeIdentity(fromSpec), storeIdentity(toSpec)]);
+    if (fromId === toId) throw new UsageError(`--from and --to are the same store (${escapeText(toSpec.display)})`, "copy");
 
-    const tasks = await withStore(ctx, (source) => source.repository.loadAll(), fromUrl);
+    const tasks = await withStore(ctx, (source) => source.repository.loadAll(), { url: fromUrl });
     const summary = await withStore(
       ctx,
       async (target) => {
@@ -68,10 +75,10 @@ Example: taskstore copy --from file:~/.config/kilocode/tasks.json --to sqlite:/v
           logEntries: tasks.reduce((n, task) => n + task.logs.length, 0),
         };
       },
-      toUrl,
+      { url: toUrl },
     );
     const mode = force ? "replace" : merge ? "merge" : "new";
-    output(ctx, `copied ${summary.tasks} tasks and ${summary.logEntries} log entries from ${summary.from} to ${summary.to}`, {
+    output(ctx, escapeText(`copied ${summary.tasks} tasks and ${summary.logEntries} log entries from ${summary.from} to ${summary.to}`), {
       ...summary,
       mode,
     });
@@ -92,4 +99,76 @@ function progressReporter(ctx: Context, total: number): ((done: number) => void)
       if (tty) ctx.stderr.write("\n");
     },
   });
+}
+
+/**
+ * What a store is, whatever it is called: for a file store, the file itself (device and inode
+ * once it exists, else the real path of its folder and its name: symlinks and `.` resolved); for
+ * a server, the URL's parts that choose the store, normalised (host case, default port, database,
+ * prefix or schema; credentials and client options left out). Two specs with the same identity
+ * are the same store.
+ */
+export async function storeIdentity(spec: StoreSpec): Promise<string> {
+  if (spec.kind === "file" || spec.kind === "sqlite") {
+    const file = storeFile(spec, spec.options.path === undefined ? await loadDriverModule(spec) : undefined);
+    return file === undefined ? `${spec.kind}:${spec.display}` : `file:${await fileIdentity(file)}`;
+  }
+  const options = spec.options;
+  switch (spec.kind) {
+    case "redis": {
+      const url = new URL(String(options.url));
+      const db = url.pathname.replace(/^\//, "") || "0";
+      return `redis://${hostOf(url)}:${url.port || "6379"}/${Number(db)}#${String(options.prefix ?? "taskstore")}`;
+    }
+    case "postgres": {
+      const url = new URL(String(options.connectionString));
+      const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || decodeURIComponent(url.username) || "postgres";
+      return `postgres://${hostOf(url)}:${url.port || "5432"}/${database}#${String(options.schema ?? "taskstore")}`;
+    }
+    case "s3": {
+      let prefix = String(options.prefix ?? "taskstore/");
+      if (prefix !== "" && !prefix.endsWith("/")) prefix += "/";
+      const endpoint = typeof options.endpoint === "string" ? normalEndpoint(options.endpoint) : "aws";
+      return `s3://${endpoint}/${String(options.bucket)}/${prefix}`;
+    }
+  }
+}
+
+/** The file's identity: device and inode when it exists, else its real folder and name. */
+async function fileIdentity(file: string): Promise<string> {
+  try {
+    const stats = await stat(file);
+    return `dev ${stats.dev} ino ${stats.ino}`;
+  } catch {
+    return `path ${await realPathOf(file)}`;
+  }
+}
+
+/** `file` with every symlink of its existing part resolved (the part that does not exist yet kept as written). */
+async function realPathOf(file: string): Promise<string> {
+  const resolved = path.resolve(file);
+  try {
+    return await realpath(resolved);
+  } catch {
+    const parent = path.dirname(resolved);
+    if (parent === resolved) return resolved;
+    return path.join(await realPathOf(parent), path.basename(resolved));
+  }
+}
+
+const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]", "::1"]);
+
+function hostOf(url: URL): string {
+  const host = url.hostname.toLowerCase();
+  return LOOPBACK.has(host) ? "loopback" : host;
+}
+
+function normalEndpoint(endpoint: string): string {
+  try {
+    const url = new URL(endpoint);
+    const port = url.port || (url.protocol === "https:" ? "443" : "80");
+    return `${url.protocol}//${hostOf(url)}:${port}${url.pathname.replace(/\/+$/, "")}`;
+  } catch {
+    return endpoint;
+  }
 }

@@ -1,6 +1,7 @@
 import { EventBus, type LogEntry, type LogType, type StoredTask, TaskManager, TaskNotFoundError } from "@taskstore/core";
 import { type Command, type Context, durationArg, notice, numberArg, output, stringArg, withStore } from "../command.js";
-import { renderEntry } from "../render.js";
+import { logsOf, renderEntry } from "../render.js";
+import { jsonText } from "../text.js";
 import { UsageError } from "../usage-error.js";
 import { loadTask } from "./tasks.js";
 
@@ -26,6 +27,7 @@ following prints one JSON entry per line (NDJSON).`,
     interval: { type: "string", value: "DURATION", description: "how often --follow polls (default 500ms)" },
   },
   positionals: { min: 1, max: 2 },
+  runsUntilInterrupted: (args) => args.values.follow === true && args.positionals.length === 1,
   async run(ctx, args) {
     const [id, text] = args.positionals as [string, string | undefined];
     const follow = args.values.follow === true;
@@ -34,12 +36,19 @@ following prints one JSON entry per line (NDJSON).`,
       if (follow || lines !== undefined) throw new UsageError("give either text to append, or --follow/--lines to read", "log");
       const type = (stringArg(args, "type") ?? "log") as LogType;
       const source = stringArg(args, "source");
-      await withStore(ctx, async (store) => {
-        const manager = new TaskManager(new EventBus(), store.repository);
-        await manager.refresh();
-        await manager.appendOutput(id, text, type, source);
-        await manager.close();
-      });
+      await withStore(
+        ctx,
+        async (store) => {
+          const manager = new TaskManager(new EventBus(), store.repository);
+          await manager.refresh();
+          try {
+            await manager.appendOutput(id, text, type, source);
+          } finally {
+            await manager.close().catch(() => undefined); // withStore closes the repository and reports its failure
+          }
+        },
+        { writes: true },
+      );
       output(ctx, "", { id, type, output: text, ...(source !== undefined ? { source } : {}) });
       return;
     }
@@ -51,8 +60,10 @@ following prints one JSON entry per line (NDJSON).`,
       return;
     }
     const task = await loadTask(ctx, id);
-    const entries = lines === undefined ? task.logs : task.logs.slice(task.logs.length - lines);
-    output(ctx, entries.map(renderEntry).join("\n"), { id, entries, droppedLogCount: task.droppedLogCount ?? 0 });
+    const logs = logsOf(task);
+    const entries = lines === undefined ? logs : logs.slice(logs.length - lines);
+    const dropped = typeof task.droppedLogCount === "number" ? task.droppedLogCount : 0;
+    output(ctx, entries.map((entry) => renderEntry(entry)).join("\n"), { id, entries, droppedLogCount: dropped });
   },
 };
 
@@ -63,7 +74,7 @@ function totalOf(task: StoredTask): number {
 
 async function followLog(ctx: Context, id: string, lines: number | undefined, intervalMs: number): Promise<void> {
   if (intervalMs < 10) throw new UsageError("--interval must be at least 10ms", "log");
-  const print = (entry: LogEntry) => ctx.stdout.write(`${ctx.json ? JSON.stringify(entry) : renderEntry(entry)}\n`);
+  const print = (entry: LogEntry) => ctx.stdout.write(`${ctx.json ? jsonText(entry) : renderEntry(entry)}\n`);
   await withStore(ctx, async (store) => {
     const manager = new TaskManager(new EventBus(), store.repository);
     // Loads, and subscribes to the store's change notification where the driver has one.
@@ -95,11 +106,11 @@ async function followLog(ctx: Context, id: string, lines: number | undefined, in
       () => {
         manager.refresh().then(
           () => {
-            if (warned) notice(ctx, "the store is reachable again");
+            if (warned) notice(ctx, "reachable", "the store is reachable again");
             warned = false;
           },
           (error: unknown) => {
-            if (!warned) notice(ctx, `cannot read the store, still trying: ${(error as Error).message}`);
+            if (!warned) notice(ctx, "unreachable", `cannot read the store, still trying: ${(error as Error).message}`, {}, "warning");
             warned = true;
           },
         );

@@ -4,6 +4,7 @@ import { type Diagnostics, isLegacyData, migrateLegacy } from "@taskstore/core";
 import { type Command, output, stringArg, withStore } from "../command.js";
 import { formatBytes, formatTime } from "../render.js";
 import { redactText } from "../store-url.js";
+import { escapeText } from "../text.js";
 import { UsageError } from "../usage-error.js";
 
 export const backup: Command = {
@@ -21,7 +22,7 @@ export const backup: Command = {
       const location = typeof description?.backupLocation === "string" ? description.backupLocation : undefined;
       return { backedUpAt: Date.now(), ...(location ? { location: redactText(location) } : {}), store: store.display };
     });
-    output(ctx, `backed up ${result.store}${result.location ? ` to ${result.location}` : ""}`, result);
+    output(ctx, escapeText(`backed up ${result.store}${result.location ? ` to ${result.location}` : ""}`), result);
   },
 };
 
@@ -36,7 +37,7 @@ export const restore: Command = {
   async run(ctx) {
     const result = await withStore(ctx, (store) => store.repository.restore());
     const aside = result.movedTo ? `; the replaced store is kept as ${result.movedTo}` : "";
-    output(ctx, `restored from ${redactText(result.restoredFrom)}${aside}`, result);
+    output(ctx, escapeText(`restored from ${redactText(result.restoredFrom)}${aside}`), result);
   },
 };
 
@@ -75,10 +76,14 @@ Completed todos become completed tasks at 100%, the others pending at 0%.
     }
     if (!isLegacyData(data)) throw new UsageError(`${file} is not a legacy todo file (a JSON array of { "text", "completed" })`, "migrate");
     const { tasks } = migrateLegacy(data);
-    await withStore(ctx, async (store) => {
-      if (tasks.length > 0) await store.repository.saveMany(tasks);
-    });
-    output(ctx, `imported ${tasks.length} legacy todos from ${file}`, { migrated: tasks.length, from: file });
+    await withStore(
+      ctx,
+      async (store) => {
+        if (tasks.length > 0) await store.repository.saveMany(tasks);
+      },
+      { writes: true },
+    );
+    output(ctx, escapeText(`imported ${tasks.length} legacy todos from ${file}`), { migrated: tasks.length, from: file });
   },
 };
 
@@ -128,11 +133,13 @@ read "recentErrors". --json prints the report as one object (see the README).`,
       ["pending changes", String(report.metrics.pendingChanges)],
     ];
     const width = Math.max(...rows.map(([key]) => key.length));
-    const lines = rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`);
+    const lines = rows.map(([key, value]) => `${key.padEnd(width)}  ${escapeText(value)}`);
     const errors = report.metrics.recentErrors;
     lines.push(`${"recent errors".padEnd(width)}  ${errors.length === 0 ? "none" : ""}`);
     for (const error of errors)
-      lines.push(`  ${formatTime(error.at)} ${error.code} (${error.operation}): ${error.message.replace(/\s*\n\s*/g, " ")}`);
+      lines.push(
+        `  ${formatTime(error.at)} ${escapeText(`${error.code} (${error.operation}): ${error.message.replace(/\s*\n\s*/g, " ")}`)}`,
+      );
     output(ctx, lines.join("\n"), report);
   },
 };

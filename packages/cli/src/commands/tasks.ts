@@ -1,8 +1,9 @@
-import { type StoredTask, type TaskManager, TaskNotFoundError, type TaskStatus } from "@taskstore/core";
+import { type StoredTask, TaskIdSchema, type TaskManager, TaskNotFoundError, type TaskStatus, ValidationError } from "@taskstore/core";
 import {
   type Command,
   type Context,
   durationArg,
+  notice,
   numberArg,
   output,
   type ParsedArgs,
@@ -10,7 +11,18 @@ import {
   withManager,
   withStore,
 } from "../command.js";
-import { progressBar, renderTask, renderTree, summarize } from "../render.js";
+import {
+  type CycleReport,
+  findCycles,
+  formatCycle,
+  idOf,
+  progressBar,
+  readableTasks,
+  renderTask,
+  renderTree,
+  summarize,
+} from "../render.js";
+import { escapeText } from "../text.js";
 import { UsageError } from "../usage-error.js";
 
 const STATUSES: TaskStatus[] = ["pending", "running", "paused", "completed", "failed", "cancelled"];
@@ -89,14 +101,46 @@ With a filter, a task whose parent is filtered out is drawn as a root.
         throw new UsageError(`unknown status "${status}"; one of ${STATUSES.join(", ")}`, "list");
     }
     const assigned = stringArg(args, "assigned");
-    const tasks = await withStore(ctx, (store) => store.repository.loadAll());
+    const tasks = await loadTasks(ctx);
     const shown = tasks.filter(
       (task) => (statuses.length === 0 || statuses.includes(task.status)) && (assigned === undefined || task.assignedTo === assigned),
     );
-    const text = shown.length === 0 ? (tasks.length === 0 ? "no tasks yet: taskstore add <title>" : "no task matches") : renderTree(shown);
+    const cycles = warnCycles(ctx, tasks);
+    const text =
+      shown.length === 0
+        ? tasks.length === 0
+          ? "no tasks yet: taskstore add <title>"
+          : "no task matches"
+        : renderTree(shown, new Set(cycles.member.keys()));
     output(ctx, text, { tasks: shown.map(summarize) });
   },
 };
+
+/** Every task of the store that can be drawn (a newer store's entries that are not tasks are counted, in a notice). */
+export async function loadTasks(ctx: Context): Promise<StoredTask[]> {
+  const loaded = await withStore(ctx, (store) => store.repository.loadAll());
+  const { tasks, skipped } = readableTasks(loaded);
+  if (skipped > 0) {
+    const what = skipped === 1 ? "1 entry of the store is not a task and is" : `${skipped} entries of the store are not tasks and are`;
+    notice(ctx, "skipped", `${what} not shown`, { skipped }, "warning");
+  }
+  return tasks;
+}
+
+/** Says, in a warning, which parent cycles the store holds (a hand-edited or older store may): their tasks are drawn, marked. */
+function warnCycles(ctx: Context, tasks: StoredTask[]): CycleReport {
+  const report = findCycles(tasks);
+  if (report.cycles.length > 0) {
+    notice(
+      ctx,
+      "cycle",
+      `the store holds a parent cycle (each task, then its parent): ${report.cycles.map(formatCycle).join("; ")}; its tasks are drawn marked (cycle)`,
+      { cycles: report.cycles, ids: [...report.member.keys()] },
+      "warning",
+    );
+  }
+  return report;
+}
 
 export const show: Command = {
   name: "show",
@@ -106,18 +150,40 @@ export const show: Command = {
   options: {},
   positionals: { min: 1, max: 1 },
   async run(ctx, args) {
-    const task = await loadTask(ctx, args.positionals[0] as string);
-    output(ctx, renderTask(task), task);
+    const id = args.positionals[0] as string;
+    const { task, tasks } = await loadTaskIn(ctx, id);
+    const cycles = findCycles(tasks);
+    const inCycle = cycles.member.get(id);
+    const underCycle = cycles.under.get(id);
+    if (inCycle)
+      notice(ctx, "cycle", `task ${id} is in a parent cycle: ${formatCycle(inCycle)}`, { cycles: [inCycle], ids: inCycle }, "warning");
+    else if (underCycle)
+      notice(
+        ctx,
+        "cycle",
+        `task ${id} is under a parent cycle: ${formatCycle(underCycle)}`,
+        { cycles: [underCycle], ids: underCycle },
+        "warning",
+      );
+    output(ctx, renderTask(task, cycles), task);
   },
 };
 
 /** Reads one task; a missing one is NOT_FOUND (exit 3). */
 export async function loadTask(ctx: Context, id: string): Promise<StoredTask> {
-  return withStore(ctx, async (store) => {
-    const task = await store.repository.loadById(id);
-    if (!task) throw new TaskNotFoundError(id);
-    return task;
-  });
+  return (await loadTaskIn(ctx, id)).task;
+}
+
+/** Reads one task, with the whole store it is in. */
+async function loadTaskIn(ctx: Context, id: string): Promise<{ task: StoredTask; tasks: StoredTask[] }> {
+  const checked = TaskIdSchema.safeParse(id);
+  if (!checked.success) {
+    throw new ValidationError([{ path: ["id"], rule: "pattern", message: checked.error.issues[0]?.message ?? "not a task id" }]);
+  }
+  const tasks = await loadTasks(ctx);
+  const task = tasks.find((candidate) => idOf(candidate) === id);
+  if (!task) throw new TaskNotFoundError(id);
+  return { task, tasks };
 }
 
 type Transition = "start" | "pause" | "resume" | "complete" | "fail" | "cancel" | "retry";
@@ -221,7 +287,7 @@ export const assign: Command = {
     const none = args.values.none === true;
     if (none === (agent !== undefined)) throw new UsageError("give either an agent or --none", "assign");
     await withManager(ctx, (manager) => manager.assignAgent(id, { assignedTo: none ? null : (agent as string) }));
-    output(ctx, none ? `${id} is unassigned` : `${id} is assigned to ${agent}`, { id, assignedTo: none ? null : agent });
+    output(ctx, none ? `${id} is unassigned` : `${id} is assigned to ${escapeText(agent)}`, { id, assignedTo: none ? null : agent });
   },
 };
 

@@ -72,13 +72,19 @@ describe("PostgresStorageDriver options", () => {
 
 describe("PostgresStorageDriver storage", () => {
   it("NUL characters and lone surrogates, which jsonb refuses, round-trip in task fields and log entries", async () => {
-    const odd = "nul\u0000 lone\ud800 pair😀 back\\u0000slash";
+    // Through core: NUL is stored exactly (core refuses lone surrogates on every driver alike).
+    const odd = "nul\u0000 pair😀 back\\u0000slash";
     const driver = await open();
     const task = makeTask({ id: "odd", title: odd, metadata: { [odd]: odd }, logs: [{ timestamp: 1, output: odd, type: "stdout" }] });
     const repository = new TaskRepository({ driver });
     await repository.save(task);
+    // Straight to the driver, as a store an older version wrote may hold one: kept exactly too.
+    const lone = `${odd} lone\ud800`;
+    const old = makeTask({ id: "lone", title: lone, metadata: { [lone]: lone }, logs: [{ timestamp: 2, output: lone, type: "stdout" }] });
+    const data = await driver.loadData();
+    await driver.saveData({ ...data, tasks: [...data.tasks, old], metadata: { ...data.metadata, totalTasks: 2 } });
     const fresh = await open({ schema: schemas[0] });
-    expect((await fresh.loadData()).tasks).toEqual([task]);
+    expect((await fresh.loadData()).tasks).toEqual([task, old]);
   });
 
   it("rows hold the task as a jsonb body with parent and status columns, and one row per log entry", async () => {

@@ -1,5 +1,4 @@
-import { TaskStoreError } from "@taskstore/core";
-import { redactText } from "./store-url.js";
+import { redactText, TaskStoreError } from "@taskstore/core";
 import { isIoError } from "./usage-error.js";
 
 /**

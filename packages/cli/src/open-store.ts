@@ -2,9 +2,15 @@ import { type Stats, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { DriverNotInstalledError, type StorageDriver, TaskRepository, TaskStoreError } from "@taskstore/core";
+import {
+  DriverNotInstalledError,
+  parseStoreUrl,
+  type StorageDriver,
+  type StoreSpec,
+  TaskRepository,
+  TaskStoreError,
+} from "@taskstore/core";
 import type { WriteGate } from "./interrupt.js";
-import { parseStoreUrl, type StoreSpec } from "./store-url.js";
 
 /** A store the CLI has opened: its repository, and the URL it may print. */
 export interface OpenStore {

@@ -1,4 +1,5 @@
 export { type ApplyReport, ChangeApplier, type PatchableFields, type TaskChange } from "./changes.js";
+export { type OpenStoreDriverOptions, openStoreDriver } from "./default-driver.js";
 export {
   capabilitiesOf,
   DRIVER_SPECIFICATION_VERSION,
@@ -66,6 +67,15 @@ export {
   type TaskStatus,
   TaskStatusSchema,
 } from "./schema.js";
+export {
+  parseStoreUrl,
+  redactText,
+  redactUrl,
+  type StoreKind,
+  type StoreSpec,
+  StoreUrlError,
+  SUPPORTED_SCHEMES,
+} from "./store-url.js";
 export { TaskTable } from "./table.js";
 export {
   type CreateTaskInput,

@@ -30,8 +30,14 @@ import {
 import { TaskTable } from "./table.js";
 
 export interface TaskRepositoryOptions {
-  /** The storage driver. Default: the JSON file driver at its default path (`@taskstore/driver-json-file`). */
+  /**
+   * The storage driver. Default: the store `url` names, else the one `TASKSTORE_URL` names (as
+   * for the `taskstore` command), else the JSON file driver at its default path
+   * (`@taskstore/driver-json-file`). A URL's driver package must be installed.
+   */
   driver?: StorageDriver;
+  /** A store URL (`file:`, `sqlite:`, `redis:`, `rediss:`, `s3:`, `postgres:`), used when no `driver` is given. */
+  url?: string;
   /** Per-task log cap; older entries beyond it are dropped and counted. Default 10,000. */
   logCap?: number;
   /** At most this many change sets share one write (group commit). Default 500. */
@@ -116,7 +122,7 @@ export class TaskRepository {
 
   constructor(options: TaskRepositoryOptions = {}) {
     if (options.driver) this.driverInstance = options.driver;
-    else this.driverPromise = loadDefaultDriver();
+    else this.driverPromise = loadDefaultDriver(options.url);
     // A missing default driver is reported on first use, not as an unhandled rejection now.
     this.driverPromise?.catch(() => undefined);
     this.logCap = options.logCap ?? LIMITS.defaultLogCap;

@@ -1,9 +1,9 @@
 import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import type { TaskChange } from "@taskstore/core";
+import { parseStoreUrl, type StoreSpec } from "@taskstore/core";
 import { type Command, type Context, output, stringArg, withStore } from "../command.js";
 import { loadDriverModule, storeFile } from "../open-store.js";
-import { parseStoreUrl, type StoreSpec } from "../store-url.js";
 import { escapeText } from "../text.js";
 import { TargetNotEmptyError, UsageError } from "../usage-error.js";
 

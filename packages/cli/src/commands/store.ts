@@ -1,9 +1,8 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Diagnostics, isLegacyData, migrateLegacy } from "@taskstore/core";
+import { type Diagnostics, isLegacyData, migrateLegacy, redactText } from "@taskstore/core";
 import { type Command, output, stringArg, withStore } from "../command.js";
 import { formatBytes, formatTime } from "../render.js";
-import { redactText } from "../store-url.js";
 import { escapeText } from "../text.js";
 import { UsageError } from "../usage-error.js";
 

@@ -1,5 +1,5 @@
+import { parseStoreUrl, redactText, redactUrl } from "@taskstore/core";
 import { describe, expect, it } from "vitest";
-import { parseStoreUrl, redactText, redactUrl } from "../src/store-url.js";
 
 const cwd = "/work/dir";
 const home = "/home/me";

@@ -1,9 +1,26 @@
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { UsageError } from "./usage-error.js";
+import { ValidationError } from "./errors.js";
 
-/** The stores the CLI knows, by URL scheme. */
+/**
+ * A store URL that cannot be read (`--store`, `TASKSTORE_URL`, `new TaskRepository({ url })`):
+ * `VALIDATION`, the issue at path `url` with rule `store_url`, and the plain sentence as message.
+ */
+export class StoreUrlError extends ValidationError {
+  constructor(message: string) {
+    super([{ path: ["url"], rule: "store_url", message }]);
+    this.message = message;
+    this.name = "StoreUrlError";
+  }
+}
+
+/*
+ * Store URLs, for the library and the CLI alike: `new TaskRepository()` honours `TASKSTORE_URL`
+ * as `taskstore --store` does. A URL names a driver package, loaded only when it is used.
+ */
+
+/** The stores taskstore knows, by URL scheme. */
 export type StoreKind = "file" | "sqlite" | "redis" | "s3" | "postgres";
 
 /** What a store URL means: which driver package, which export, and the options to construct it with. */
@@ -35,7 +52,7 @@ const SCHEMES: Record<string, Scheme> = {
   postgresql: { kind: "postgres", packageName: "@taskstore/driver-postgres", exportName: "PostgresStorageDriver" },
 };
 
-/** The schemes `--store` accepts, for help and error messages. */
+/** The schemes a store URL may have, for help and error messages. */
 export const SUPPORTED_SCHEMES = Object.keys(SCHEMES).map((scheme) => `${scheme}:`);
 
 /** Query keys whose values are secrets: never printed. */
@@ -63,7 +80,7 @@ export function parseStoreUrl(input: string | undefined, cwd: string = process.c
   const schemeName = (match[1] as string).toLowerCase();
   const scheme = SCHEMES[schemeName];
   if (!scheme) {
-    throw new UsageError(`unknown store scheme "${schemeName}:" in ${redactUrl(raw)}; supported: ${SUPPORTED_SCHEMES.join(" ")}`);
+    throw new StoreUrlError(`unknown store scheme "${schemeName}:" in ${redactUrl(raw)}; supported: ${SUPPORTED_SCHEMES.join(" ")}`);
   }
   const rest = raw.slice(match[0].length);
   switch (scheme.kind) {
@@ -92,28 +109,28 @@ function pathOf(raw: string, rest: string, cwd: string, home: string): string {
     try {
       url = new URL(`file:${rest}`);
     } catch {
-      throw new UsageError(`cannot read the store URL ${raw}: write it as ${raw.split(":")[0]}:/absolute/path`);
+      throw new StoreUrlError(`cannot read the store URL ${raw}: write it as ${raw.split(":")[0]}:/absolute/path`);
     }
     if (url.hostname !== "" && url.hostname !== "localhost") {
-      throw new UsageError(
+      throw new StoreUrlError(
         `the store URL ${raw} names host "${url.hostname}": a file store must be local (write ${raw.split(":")[0]}:/path)`,
       );
     }
     const scheme = raw.split(":")[0];
     // A file name cannot hold a "/": fileURLToPath refuses it with a TypeError.
     if (/%2f/i.test(url.pathname)) {
-      throw new UsageError(`the store URL ${raw} must not contain an encoded "/" (%2F) in its path: write ${scheme}:/path/to/file`);
+      throw new StoreUrlError(`the store URL ${raw} must not contain an encoded "/" (%2F) in its path: write ${scheme}:/path/to/file`);
     }
     let file: string;
     try {
       file = fileURLToPath(url);
     } catch (error) {
-      throw new UsageError(`cannot read the store URL ${raw} (${(error as Error).message}): write it as ${scheme}:/absolute/path`);
+      throw new StoreUrlError(`cannot read the store URL ${raw} (${(error as Error).message}): write it as ${scheme}:/absolute/path`);
     }
-    if (file.includes("\0")) throw new UsageError(`the store URL ${raw} has a NUL character (%00) in its path`);
+    if (file.includes("\0")) throw new StoreUrlError(`the store URL ${raw} has a NUL character (%00) in its path`);
     return file;
   }
-  if (rest === "") throw new UsageError(`the store URL ${raw} has no path: write it as ${raw}/path/to/file`);
+  if (rest === "") throw new StoreUrlError(`the store URL ${raw} has no path: write it as ${raw}/path/to/file`);
   return resolvePath(rest, cwd, home);
 }
 
@@ -127,16 +144,16 @@ function parseUrl(raw: string, example: string): URL {
   try {
     return new URL(raw);
   } catch {
-    throw new UsageError(`cannot read the store URL ${redactUrl(raw)}: expected a form like ${example}`);
+    throw new StoreUrlError(`cannot read the store URL ${redactUrl(raw)}: expected a form like ${example}`);
   }
 }
 
 function redisSpec(scheme: Scheme, raw: string): StoreSpec {
   const url = parseUrl(raw, "redis://host:6379/0?prefix=name");
-  if (!url.hostname) throw new UsageError(`the store URL ${redactUrl(raw)} has no host: write redis://host:port`);
+  if (!url.hostname) throw new StoreUrlError(`the store URL ${redactUrl(raw)} has no host: write redis://host:port`);
   const db = url.pathname.replace(/^\//, "");
   if (db !== "" && !/^\d+$/.test(db)) {
-    throw new UsageError(`the store URL ${redactUrl(raw)} names database "${db}": a Redis database is a number (redis://host:port/0)`);
+    throw new StoreUrlError(`the store URL ${redactUrl(raw)} names database "${db}": a Redis database is a number (redis://host:port/0)`);
   }
   const options: Record<string, unknown> = {};
   const prefix = url.searchParams.get("prefix");
@@ -152,12 +169,12 @@ function redisSpec(scheme: Scheme, raw: string): StoreSpec {
 function s3Spec(scheme: Scheme, raw: string): StoreSpec {
   const url = parseUrl(raw, "s3://bucket/prefix?endpoint=http://127.0.0.1:7480&region=us-east-1&forcePathStyle=true");
   if (url.username || url.password) {
-    throw new UsageError(
+    throw new StoreUrlError(
       "an s3: store URL takes no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment",
     );
   }
   const bucket = url.hostname;
-  if (!bucket) throw new UsageError(`the store URL ${redactUrl(raw)} has no bucket: write s3://bucket/prefix`);
+  if (!bucket) throw new StoreUrlError(`the store URL ${redactUrl(raw)} has no bucket: write s3://bucket/prefix`);
   const prefix = decodeURIComponent(url.pathname.replace(/^\/+/, ""));
   const options: Record<string, unknown> = { bucket, ...(prefix ? { prefix } : {}), ...queryOptions(url) };
   // The SDK refuses to run without a region; S3-compatible servers ignore it.
@@ -193,7 +210,7 @@ function queryOptions(url: URL): Record<string, unknown> {
 
 /**
  * The URL with its password (and any secret-looking query value) replaced by `***`. Used for
- * every URL the CLI prints, including inside error messages.
+ * every URL that is printed, including inside error messages.
  */
 export function redactUrl(raw: string): string {
   let url: URL;

@@ -1,4 +1,5 @@
 import type { TaskStoreError } from "./errors.js";
+import type { TelemetrySink } from "./telemetry.js";
 
 export type MeasuredOperation = "create" | "update" | "delete" | "load" | "save";
 
@@ -11,6 +12,10 @@ export interface OperationStats {
   /** Median and 95th percentile over the last 1,000 operations. */
   p50Ms: number;
   p95Ms: number;
+  /** Operations per second since the repository was made. */
+  ratePerSec: number;
+  /** Operations per second over the last minute (or since the start, if shorter). */
+  recentRatePerSec: number;
 }
 
 export interface RecordedError {
@@ -37,6 +42,7 @@ export interface MetricsSnapshot {
 }
 
 const WINDOW = 1_000;
+const RECENT_MS = 60_000;
 
 class Series {
   count = 0;
@@ -44,6 +50,8 @@ class Series {
   totalMs = 0;
   maxMs = 0;
   private readonly window: number[] = [];
+  /** When the operations of the last minute ended (performance.now()), oldest first. */
+  private readonly recent: number[] = [];
 
   record(ms: number, failed: boolean): void {
     this.count++;
@@ -52,12 +60,34 @@ class Series {
     if (ms > this.maxMs) this.maxMs = ms;
     this.window.push(ms);
     if (this.window.length > WINDOW) this.window.shift();
+    const now = performance.now();
+    this.recent.push(now);
+    this.trim(now);
   }
 
-  snapshot(): OperationStats {
+  snapshot(startedAt: number): OperationStats {
     const sorted = [...this.window].sort((a, b) => a - b);
     const at = (q: number) => (sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number));
-    return { count: this.count, errors: this.errors, totalMs: this.totalMs, maxMs: this.maxMs, p50Ms: at(0.5), p95Ms: at(0.95) };
+    const now = performance.now();
+    this.trim(now);
+    const lifeSec = Math.max((now - startedAt) / 1000, 0.001);
+    const recentSec = Math.min(lifeSec, RECENT_MS / 1000);
+    return {
+      count: this.count,
+      errors: this.errors,
+      totalMs: this.totalMs,
+      maxMs: this.maxMs,
+      p50Ms: at(0.5),
+      p95Ms: at(0.95),
+      ratePerSec: this.count / lifeSec,
+      recentRatePerSec: this.recent.length / recentSec,
+    };
+  }
+
+  private trim(now: number): void {
+    let drop = 0;
+    while (drop < this.recent.length && (this.recent[drop] as number) < now - RECENT_MS) drop++;
+    if (drop > 0) this.recent.splice(0, drop);
   }
 }
 
@@ -75,9 +105,13 @@ export class Metrics {
   taskCount: number | undefined;
   storeSizeBytes: number | undefined;
   lastBackupAt: number | undefined;
+  /** OpenTelemetry, when the application has it (see telemetry.ts). */
+  sink: TelemetrySink | undefined;
+  private readonly startedAt = performance.now();
 
   record(operation: MeasuredOperation, ms: number, failed = false): void {
     this.series[operation].record(ms, failed);
+    this.sink?.operation(operation, ms, failed);
   }
 
   /** Times `work` as one `operation`, counting a throw as an error. */
@@ -95,15 +129,15 @@ export class Metrics {
 
   recordError(error: TaskStoreError, operation: string): void {
     this.errorCounts[error.code] = (this.errorCounts[error.code] ?? 0) + 1;
+    this.sink?.error(error.code, operation);
     this.recent.push({ at: Date.now(), code: error.code, message: error.message, operation });
     if (this.recent.length > 20) this.recent.shift();
   }
 
   snapshot(pendingChanges: number): MetricsSnapshot {
-    const operations = Object.fromEntries(Object.entries(this.series).map(([name, series]) => [name, series.snapshot()])) as Record<
-      MeasuredOperation,
-      OperationStats
-    >;
+    const operations = Object.fromEntries(
+      Object.entries(this.series).map(([name, series]) => [name, series.snapshot(this.startedAt)]),
+    ) as Record<MeasuredOperation, OperationStats>;
     return {
       operations,
       errors: { ...this.errorCounts },

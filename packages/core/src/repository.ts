@@ -28,6 +28,7 @@ import {
   type StoredTask,
 } from "./schema.js";
 import { TaskTable } from "./table.js";
+import { openTelemetry } from "./telemetry.js";
 
 export interface TaskRepositoryOptions {
   /**
@@ -160,6 +161,10 @@ export class TaskRepository {
           },
         });
         await driver.initialize();
+        this.metricsState.sink ??= await openTelemetry(driverName(driver), {
+          pendingChanges: () => this.pendingChanges().length,
+          taskCount: () => this.metricsState.taskCount,
+        });
       })();
       this.initializing.catch(() => {
         this.initializing = undefined;

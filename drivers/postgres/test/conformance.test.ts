@@ -1,7 +1,7 @@
 import { describeStorageDriver } from "@taskstore/conformance";
 import { type PostgresServer, startPostgres } from "@taskstore/test-services";
 import { afterAll, beforeAll } from "vitest";
-import { driverOn, dropStore, freshSchema } from "./helpers.js";
+import { driverOn, dropStore, freshSchema, schemaRows } from "./helpers.js";
 
 let server: PostgresServer;
 beforeAll(async () => {
@@ -16,6 +16,7 @@ describeStorageDriver({
     return {
       open: async () => driverOn(server.url, schema),
       teardown: () => dropStore(server.url, schema),
+      readRaw: () => schemaRows(server.url, schema),
       child: {
         module: import.meta.resolve("@taskstore/driver-postgres"),
         export: "PostgresStorageDriver",

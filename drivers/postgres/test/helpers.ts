@@ -48,3 +48,23 @@ export function runFixture(name: string, args: string[]): Promise<string> {
 export function startFixture(name: string, args: string[], onLine: (line: string) => void): ChildProcess {
   return startNodeScript(path.join(here, "fixtures", name), args, onLine, { cwd: packageDir, stdin: "pipe" });
 }
+
+/** Every row of every table of a store's schemas (its own, backups, moved-aside), as text. */
+export async function schemaRows(url: string, schema: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows: tables } = await client.query<{ schemaname: string; tablename: string }>(
+      "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = $1 OR schemaname LIKE $1 || '\\_\\_%'",
+      [schema],
+    );
+    const out: string[] = [];
+    for (const { schemaname, tablename } of tables) {
+      const { rows } = await client.query<{ row: string }>(`SELECT t::text AS row FROM "${schemaname}"."${tablename}" t`);
+      out.push(...rows.map((r) => r.row));
+    }
+    return out.join("\n");
+  } finally {
+    await client.end();
+  }
+}

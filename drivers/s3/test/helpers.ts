@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { DeleteObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import type { ConformanceStore } from "@taskstore/conformance";
 import { S3StorageDriver, type S3StorageDriverOptions } from "@taskstore/driver-s3";
 import type { S3Server } from "@taskstore/test-services";
@@ -62,6 +62,14 @@ export function conformanceSetup(
     return {
       open: async () => new S3StorageDriver(opened()),
       child: { module: import.meta.resolve("@taskstore/driver-s3"), export: "S3StorageDriver", args: [opened()] },
+      readRaw: async () => {
+        const client = rawClient(server());
+        try {
+          return await objectBodies(client, bucket(), prefix);
+        } finally {
+          client.destroy();
+        }
+      },
       teardown: async () => {
         const client = rawClient(server());
         try {
@@ -72,4 +80,14 @@ export function conformanceSetup(
       },
     };
   };
+}
+
+/** Every object's body under a prefix, one after the other (for the suite's no-plaintext check). */
+export async function objectBodies(client: S3Client, bucket: string, prefix: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (const key of await listKeys(client, bucket, prefix)) {
+    const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    parts.push(Buffer.from((await object.Body?.transformToByteArray()) ?? []));
+  }
+  return Buffer.concat(parts);
 }

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { describeStorageDriver } from "@taskstore/conformance";
+import { describeStorageDriver, folderBytes } from "@taskstore/conformance";
 import { beforeAll } from "vitest";
 import { SQLiteStorageDriver } from "../src/index.js";
 import { buildPackage } from "./helpers.js";
@@ -17,6 +17,7 @@ describeStorageDriver({
     return {
       open: async () => new SQLiteStorageDriver({ path: file }),
       teardown: () => rm(dir, { recursive: true, force: true }),
+      readRaw: () => folderBytes(dir),
       child: { module: import.meta.resolve("@taskstore/driver-sqlite"), export: "SQLiteStorageDriver", args: [{ path: file }] },
     };
   },

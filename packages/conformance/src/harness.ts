@@ -28,6 +28,11 @@ export interface ConformanceStore {
    * `restore`: the suite must be able to check a backup somehow.
    */
   readBackup?(): Promise<unknown>;
+  /**
+   * The backend's raw bytes for this store (the file, every key's value, every object, every row
+   * as text), for the sealing group's check that no plaintext reaches the backend.
+   */
+  readRaw?(): Promise<string | Uint8Array>;
 }
 
 /** The suite's groups, by name; `groups` in the options runs some of them alone. */
@@ -47,6 +52,7 @@ export const GROUP_NAMES = [
   "atomicity",
   "watching",
   "reopening",
+  "sealing",
 ] as const;
 export type GroupName = (typeof GROUP_NAMES)[number];
 

@@ -10,12 +10,14 @@ import { processTests } from "./groups/processes.js";
 import { reopeningTests } from "./groups/reopening.js";
 import { roundTripTests } from "./groups/round-trip.js";
 import { saveRemoveTests } from "./groups/save-remove.js";
+import { sealingTests } from "./groups/sealing.js";
 import { validationTests } from "./groups/validation.js";
 import { watchingTests } from "./groups/watching.js";
 import { type ConformanceOptions, type ConformanceStore, GROUP_NAMES, type GroupName, Harness, type ProcessOptions } from "./harness.js";
 
 export { type Child, type ChildDriver, type ChildJob, openChildDriver, runChild, startChild } from "./child-driver.js";
 export { byId, LegacyOnceDriver, makeLogs, makeTask } from "./fixtures.js";
+export { folderBytes } from "./raw.js";
 export { tornReason } from "./torn.js";
 export { until } from "./waiting.js";
 export { checkWorkload, runWorkload, type WorkerReport, type WorkloadOptions, type WorkloadResult, type WorkloadTask } from "./workload.js";
@@ -39,6 +41,7 @@ export {
   roundTripTests,
   saveRemoveTests,
   scaleTests,
+  sealingTests,
   validationTests,
   watchingTests,
 };
@@ -60,6 +63,7 @@ const GROUPS: Record<GroupName, [title: string, tests: (h: Harness, options: Con
   atomicity: ["readers during a write", atomicityTests],
   watching: ["change notification across instances and processes", watchingTests],
   reopening: ["data that outlives the instance", reopeningTests],
+  sealing: ["encryption at rest and compression", sealingTests],
 };
 
 const PROCESS_GROUPS: ReadonlySet<GroupName> = new Set(["processes", "crashes", "atomicity", "watching"]);

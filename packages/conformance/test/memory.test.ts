@@ -12,6 +12,7 @@ for (const incremental of [true, false]) {
       return {
         open: async () => new MemoryStorageDriver({ store, incremental, lockTimeoutMs: 5_000 }),
         teardown: async () => MemoryStorageDriver.drop(store),
+        readRaw: async () => new MemoryStorageDriver({ store }).readRaw() ?? "",
       };
     },
   });

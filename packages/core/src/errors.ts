@@ -14,7 +14,8 @@ export type ErrorCode =
   | "STORAGE_UNAVAILABLE"
   | "DRIVER_NOT_INSTALLED"
   | "UNSUPPORTED"
-  | "CLOSED";
+  | "CLOSED"
+  | "ENCRYPTION";
 
 const MARKER = Symbol.for("taskstore.error");
 
@@ -178,9 +179,17 @@ export class ClosedError extends TaskStoreError {
  */
 export function isLogicalError(error: unknown): boolean {
   if (!TaskStoreError.isInstance(error)) return false;
-  return ["VALIDATION", "NOT_FOUND", "INVALID_TRANSITION", "CYCLE", "CONFLICT", "VERSION_UNSUPPORTED", "UNSUPPORTED", "CLOSED"].includes(
-    error.code,
-  );
+  return [
+    "VALIDATION",
+    "NOT_FOUND",
+    "INVALID_TRANSITION",
+    "CYCLE",
+    "CONFLICT",
+    "VERSION_UNSUPPORTED",
+    "UNSUPPORTED",
+    "CLOSED",
+    "ENCRYPTION",
+  ].includes(error.code);
 }
 
 /** Wraps anything a driver threw into a TaskStoreError, keeping taskstore errors as they are. */

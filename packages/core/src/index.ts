@@ -67,6 +67,7 @@ export {
   type TaskStatus,
   TaskStatusSchema,
 } from "./schema.js";
+export { keysFromEnvironment, SEALED_FIELD, SealingError, type SealingOptions } from "./sealing.js";
 export {
   parseStoreUrl,
   redactText,

@@ -1,7 +1,14 @@
 import { type ApplyReport, ChangeApplier, type TaskChange } from "./changes.js";
 import { checkChanges, markParsed } from "./check-changes.js";
 import { loadDefaultDriver } from "./default-driver.js";
-import { capabilitiesOf, type DriverCapabilities, type DriverDescription, type RestoreResult, type StorageDriver } from "./driver.js";
+import {
+  capabilitiesOf,
+  type DriverCapabilities,
+  type DriverDescription,
+  type RestoreResult,
+  type StorageDriver,
+  type StoreReader,
+} from "./driver.js";
 import {
   ClosedError,
   CorruptDataError,
@@ -27,6 +34,8 @@ import {
   type StorageData,
   type StoredTask,
 } from "./schema.js";
+import { SealedDriver } from "./sealed-driver.js";
+import { SEALED_FIELD, Sealer, SealingError, type SealingOptions } from "./sealing.js";
 import { TaskTable } from "./table.js";
 import { openTelemetry } from "./telemetry.js";
 
@@ -39,6 +48,12 @@ export interface TaskRepositoryOptions {
   driver?: StorageDriver;
   /** A store URL (`file:`, `sqlite:`, `redis:`, `rediss:`, `s3:`, `postgres:`), used when no `driver` is given. */
   url?: string;
+  /**
+   * Encryption at rest (AES-256-GCM) and compression of task text, on any driver (see
+   * `sealing.ts` and the README). `keysFromEnvironment()` reads TASKSTORE_KEY_FILE or TASKSTORE_KEY.
+   * Without it, a store that holds sealed tasks fails to load with `ENCRYPTION`.
+   */
+  sealing?: SealingOptions;
   /** Per-task log cap; older entries beyond it are dropped and counted. Default 10,000. */
   logCap?: number;
   /** At most this many change sets share one write (group commit). Default 500. */
@@ -103,6 +118,8 @@ export class TaskRepository {
   readonly events = new EventBus<TaskEvents>();
   readonly logCap: number;
   private driverInstance: StorageDriver | undefined;
+  private sealedDriver: SealedDriver | undefined;
+  private readonly sealer: Sealer | undefined;
   private readonly driverPromise: Promise<StorageDriver> | undefined;
   private initializing: Promise<void> | undefined;
   private readonly metricsState = new Metrics();
@@ -130,6 +147,7 @@ export class TaskRepository {
     if (!Number.isInteger(this.logCap) || this.logCap < 1) {
       throw new ValidationError([{ path: ["logCap"], rule: "min 1", message: "must be a positive integer" }]);
     }
+    this.sealer = options.sealing && (options.sealing.keys?.length || options.sealing.compress) ? new Sealer(options.sealing) : undefined;
     this.maxBatch = options.maxBatch ?? 500;
     this.mayDegrade = options.degrade ?? true;
     this.retryInitial = options.retry?.initialDelayMs ?? 50;
@@ -140,7 +158,28 @@ export class TaskRepository {
   /** The driver, once known (the default driver is found asynchronously). */
   async getDriver(): Promise<StorageDriver> {
     if (!this.driverInstance) this.driverInstance = await (this.driverPromise as Promise<StorageDriver>);
-    return this.driverInstance;
+    if (!this.sealer) return this.driverInstance;
+    this.sealedDriver ??= new SealedDriver(this.driverInstance, this.sealer);
+    return this.sealedDriver;
+  }
+
+  /** The key id new writes are sealed with and whether values are compressed (never a key). */
+  sealingInfo(): { keyId: string | undefined; compressing: boolean } | undefined {
+    return this.sealer ? { keyId: this.sealer.keyId, compressing: this.sealer.compressing } : undefined;
+  }
+
+  /**
+   * Writes every task again with this repository's sealing: after a key rotation (new key first),
+   * switching encryption or compression on or off. One atomic write of the whole store.
+   */
+  async reseal(): Promise<{ tasks: number }> {
+    const tasks = await this.loadAll();
+    if (tasks.length === 0) return { tasks: 0 };
+    await this.apply(
+      tasks.map((task) => ({ type: "put", task: markParsed(task) })),
+      { operation: "reseal" },
+    );
+    return { tasks: tasks.length };
   }
 
   /** The driver's capabilities manifest. */
@@ -423,14 +462,17 @@ export class TaskRepository {
     if (version && parsedVersion && !isWritableVersion(version) && Array.isArray((raw as { tasks?: unknown }).tasks)) {
       return { kind: "ok", data: readNewerMajor(raw as Record<string, unknown>, version) };
     }
+    let data: StorageData;
     try {
-      return { kind: "ok", data: parseStorageData(raw) };
+      data = parseStorageData(raw);
     } catch (error) {
       return {
         kind: "corrupt",
         reason: new CorruptDataError(`the store fails the schema: ${(error as Error).message}`, { cause: error }),
       };
     }
+    if (!this.sealer) refuseSealed(data.tasks);
+    return { kind: "ok", data };
   }
 
   private interpretOrThrow(raw: unknown): StorageData {
@@ -610,8 +652,9 @@ export class TaskRepository {
     if (driver.transact && capabilitiesOf(driver).incremental) {
       const transact = driver.transact.bind(driver);
       const attempt = () =>
-        transact(async (reader) => {
+        transact(async (stored) => {
           for (const entry of batch) entry.outcome = undefined;
+          const reader = this.sealer ? stored : refusingSealed(stored);
           const applier = new ChangeApplier(reader, options);
           await applyAll(applier);
           return applier.writeSet();
@@ -654,6 +697,30 @@ export class TaskRepository {
   private ensureOpen(): void {
     if (this.isClosed) throw new ClosedError("the repository");
   }
+}
+
+/** Without sealing configured, a sealed task is one this process cannot read: `ENCRYPTION`, nothing written. */
+function refuseSealed(tasks: readonly { id: string }[]): void {
+  for (const task of tasks) {
+    if ((task as Record<string, unknown>)[SEALED_FIELD] !== undefined) throw sealedWithoutKeys(task.id);
+  }
+}
+
+function refusingSealed(reader: StoreReader): StoreReader {
+  return {
+    version: () => reader.version(),
+    get: async (id) => {
+      const head = await reader.get(id);
+      if (head && (head as Record<string, unknown>)[SEALED_FIELD] !== undefined) throw sealedWithoutKeys(id);
+      return head;
+    },
+  };
+}
+
+function sealedWithoutKeys(id: string): SealingError {
+  return new SealingError(
+    `task ${id} is sealed (encrypted or compressed) and this repository has no sealing configured: give it the keys (sealing: { keys }, TASKSTORE_KEY or TASKSTORE_KEY_FILE); nothing was written`,
+  );
 }
 
 /**

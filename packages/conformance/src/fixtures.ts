@@ -40,8 +40,9 @@ export class LegacyOnceDriver implements StorageDriver {
     private readonly inner: StorageDriver,
     private readonly legacy: unknown,
   ) {
-    // Change sets go through the plain path here so every write reads loadData().
-    this.capabilities = { ...inner.capabilities, incremental: false };
+    // Change sets go through the plain path here so every write reads loadData(); it forwards
+    // none of the optional methods, so it declares none of them.
+    this.capabilities = { ...inner.capabilities, incremental: false, restore: false, changeNotification: false };
   }
   initialize() {
     return this.inner.initialize();

@@ -22,6 +22,7 @@ import {
 import { EventBus, type TaskEvents } from "./event-bus.js";
 import { isLegacyData, migrateLegacy } from "./legacy.js";
 import { type MeasuredOperation, Metrics, type MetricsSnapshot } from "./metrics.js";
+import { type DriverRuntime, runtimeOf } from "./runtime-driver.js";
 import {
   checkTaskId,
   isPlainObject,
@@ -119,6 +120,7 @@ export class TaskRepository {
   readonly logCap: number;
   private driverInstance: StorageDriver | undefined;
   private sealedDriver: SealedDriver | undefined;
+  private runtimeFor: { driver: StorageDriver; runtime: DriverRuntime } | undefined;
   private readonly sealer: Sealer | undefined;
   private readonly driverPromise: Promise<StorageDriver> | undefined;
   private initializing: Promise<void> | undefined;
@@ -156,6 +158,13 @@ export class TaskRepository {
   }
 
   /** The driver, once known (the default driver is found asynchronously). */
+  /** What the driver can do, decided once (see runtime-driver.ts). */
+  private async runtime(): Promise<DriverRuntime> {
+    const driver = await this.getDriver();
+    if (this.runtimeFor?.driver !== driver) this.runtimeFor = { driver, runtime: runtimeOf(driver, driverName(driver)) };
+    return this.runtimeFor.runtime;
+  }
+
   async getDriver(): Promise<StorageDriver> {
     if (!this.driverInstance) this.driverInstance = await (this.driverPromise as Promise<StorageDriver>);
     if (!this.sealer) return this.driverInstance;
@@ -192,6 +201,7 @@ export class TaskRepository {
     if (!this.initializing) {
       this.initializing = (async () => {
         const driver = await this.getDriver();
+        await this.runtime(); // a manifest its methods do not back is refused before anything else
         driver.attach?.({
           warn: (error) => {
             const wrapped = toStoreError(error, driverName(driver));
@@ -344,19 +354,17 @@ export class TaskRepository {
   async restore(): Promise<RestoreResult> {
     await this.initialize();
     const driver = await this.getDriver();
-    if (!driver.restore || !capabilitiesOf(driver).restore) {
-      throw new UnsupportedError(`${driverName(driver)}: this driver cannot restore a backup`);
-    }
-    const restore = driver.restore.bind(driver);
+    const { restore } = await this.runtime();
+    if (!restore) throw new UnsupportedError(`${driverName(driver)}: this driver cannot restore a backup`);
     return this.withLock(() => restore());
   }
 
   /** Calls `listener` when another instance changes the store, if the driver can tell. Returns an unsubscribe function. */
   async watch(listener: () => void): Promise<() => void> {
-    const driver = await this.getDriver();
-    if (!driver.watch || !capabilitiesOf(driver).changeNotification) return () => undefined;
+    const { watch } = await this.runtime();
+    if (!watch) return () => undefined;
     await this.initialize();
-    return driver.watch(listener);
+    return watch(listener);
   }
 
   /** Counts, latencies and errors so far. */
@@ -504,7 +512,8 @@ export class TaskRepository {
   private async recoverLocked(reason: TaskStoreError): Promise<StorageData> {
     const driver = await this.getDriver();
     this.record(reason, "load");
-    if (!driver.restore || !capabilitiesOf(driver).restore) {
+    const { restore } = await this.runtime();
+    if (!restore) {
       throw new CorruptDataError(
         `${driverName(driver)}: the store cannot be read and the driver cannot restore a backup: ${reason.message}`,
         {
@@ -512,7 +521,7 @@ export class TaskRepository {
         },
       );
     }
-    const result = await driver.restore();
+    const result = await restore();
     const data = this.interpretOrThrow(await this.loadRaw(driver));
     this.events.emit("storage:recovered", { reason, result });
     return data;
@@ -649,8 +658,8 @@ export class TaskRepository {
       return applied;
     };
 
-    if (driver.transact && capabilitiesOf(driver).incremental) {
-      const transact = driver.transact.bind(driver);
+    const { transact } = await this.runtime();
+    if (transact) {
       const attempt = () =>
         transact(async (stored) => {
           for (const entry of batch) entry.outcome = undefined;

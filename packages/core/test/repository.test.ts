@@ -1,4 +1,4 @@
-import { MemoryStorageDriver, type StoredTask, TaskRepository } from "@taskstore/core";
+import { MemoryStorageDriver, type StoredTask, TaskRepository, TaskStoreError } from "@taskstore/core";
 import { describe, expect, it } from "vitest";
 
 const makeTask = (overrides: Partial<StoredTask>): StoredTask => ({
@@ -29,4 +29,22 @@ describe("TaskRepository writes", () => {
       await repository.close();
     }
   });
+});
+
+describe("a driver whose manifest its methods do not back", () => {
+  for (const [flag, method] of [
+    ["incremental", "transact"],
+    ["restore", "restore"],
+    ["changeNotification", "watch"],
+  ] as const) {
+    it(`declaring ${flag} without ${method}() is refused with UNSUPPORTED on first use, naming both`, async () => {
+      const driver = new MemoryStorageDriver();
+      Object.defineProperty(driver, method, { value: undefined });
+      Object.defineProperty(driver, "capabilities", { value: { ...driver.capabilities, [flag]: true } });
+      const repository = new TaskRepository({ driver });
+      await expect(repository.loadAll()).rejects.toSatisfy(
+        (error) => TaskStoreError.hasCode(error, "UNSUPPORTED") && (error as Error).message.includes(`${method}()`),
+      );
+    });
+  }
 });

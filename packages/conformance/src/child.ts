@@ -74,6 +74,14 @@ async function run(): Promise<unknown> {
       await driver.close?.();
       return "released";
     }
+    case "reseal": {
+      // Rewrites the store with the given keys (newest first), as after a rotation.
+      const repository = new TaskRepository({ driver: await open(), sealing: { keys: job.keys as string[] } });
+      say({ ready: true });
+      const result = await repository.reseal();
+      await repository.close();
+      return result;
+    }
     case "crash-writer":
       return crashWriter();
     case "reader":

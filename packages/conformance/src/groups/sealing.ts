@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { EventBus, type StoredTask, TaskManager, TaskStoreError } from "@taskstore/core";
 import { expect, it } from "vitest";
-import { byId } from "../fixtures.js";
+import { startChild } from "../child-driver.js";
+import { byId, makeTask, sleep } from "../fixtures.js";
 import type { Harness } from "../harness.js";
+import { needProcesses } from "../waiting.js";
 
 // Encryption at rest and compression go through core, so they work on every driver; these tests
 // prove it on this one: round trips, a wrong or missing key refused with nothing written, key
@@ -123,5 +125,25 @@ export function sealingTests(h: Harness): void {
         ?.logs.map((entry) => entry.output)
         .at(-1),
     ).toBe("written sealed into a plain task");
+  });
+
+  it("a rotation killed halfway (SIGKILL during reseal) leaves every task readable with the keys then configured", async (ctx) => {
+    needProcesses(h, ctx);
+    const old = key();
+    const fresh = key();
+    const sealedOld = await h.repository({ sealing: { keys: [old] } });
+    await sealedOld.saveMany(Array.from({ length: 300 }, (_, i) => makeTask({ id: `rot-${i}`, title: `secret ${i}` })));
+    for (let round = 0; round < 5; round++) {
+      const child = startChild({ driver: h.child(), mode: "reseal", keys: [fresh, old] });
+      await child.waitFor((line) => line.ready === true, "opening the store");
+      await sleep(Math.random() * 40);
+      child.process.kill("SIGKILL");
+      await child.exited;
+      const tasks = await (await h.repository({ sealing: { keys: [fresh, old] } })).loadAll();
+      expect(tasks.map((task) => task.title).sort()).toEqual(Array.from({ length: 300 }, (_, i) => `secret ${i}`).sort());
+    }
+    // Finished once, the old key can go.
+    await (await h.repository({ sealing: { keys: [fresh, old] } })).reseal();
+    expect(await (await h.repository({ sealing: { keys: [fresh] } })).loadAll()).toHaveLength(300);
   });
 }

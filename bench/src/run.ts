@@ -10,7 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchRow, BenchSuite } from "./types.js";
 
-const SUITES = ["json-file", "sqlite", "redis", "postgres", "s3"] as const;
+const SUITES = ["json-file", "sqlite", "redis", "postgres", "s3", "sealing"] as const;
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -31,7 +31,10 @@ const header = `Run ${new Date().toISOString()} on ${os.cpus().length} × ${os.c
 console.log(`${header}\n\n${table}`);
 const results = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "results");
 await mkdir(results, { recursive: true });
-await writeFile(path.join(results, quick ? "quick.md" : "latest.md"), `${header}\n\n${table}\n`);
+// A full run of every suite is latest.md; a full run of some suites is latest-<names>.md, so it
+// never replaces the whole table with a part of it.
+const name = quick ? "quick.md" : chosen.length > 0 ? `latest-${chosen.join("-")}.md` : "latest.md";
+await writeFile(path.join(results, name), `${header}\n\n${table}\n`);
 
 /** One markdown table: each scenario's rows with ops/s and the ratio to the scenario's slowest subject. */
 function render(all: BenchRow[]): string {

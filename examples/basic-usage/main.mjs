@@ -3,6 +3,11 @@ import { EventBus, TaskManager, TaskRepository } from "@taskstore/core";
 
 const eventBus = new EventBus();
 const repository = new TaskRepository();
+// Said before anything is written: this is your real store unless TASKSTORE_URL names another.
+const where = (await repository.getDriver().then((driver) => driver.describe?.()))?.location ?? "the default store";
+console.log(
+  `This demo writes one task into ${where}${process.env.TASKSTORE_URL ? " (TASKSTORE_URL)" : " (your default store; set TASKSTORE_URL to use another)"}.`,
+);
 const taskManager = new TaskManager(eventBus, repository);
 
 // Load existing tasks

@@ -1,2 +1,2 @@
-export { DB_SCHEMA_VERSION, MIGRATIONS } from "./migrations.js";
 export { PostgresStorageDriver, type PostgresStorageDriverOptions } from "./postgres-driver.js";
+export { DB_SCHEMA_VERSION, MIGRATIONS } from "./postgres-migrations.js";

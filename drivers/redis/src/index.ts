@@ -1,2 +1,2 @@
-export { StoreKeys, validatePrefix } from "./keys.js";
 export { RedisStorageDriver, type RedisStorageDriverOptions } from "./redis-driver.js";
+export { StoreKeys, validatePrefix } from "./redis-keys.js";

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import { LockTimeoutError, StorageUnavailableError } from "@taskstore/core";
 import type { Cluster, Redis } from "ioredis";
-import { RELEASE_LOCK, RENEW_LOCK } from "./scripts.js";
+import { errors } from "./redis-errors.js";
+import { RELEASE_LOCK, RENEW_LOCK } from "./redis-scripts.js";
 
 export interface LockHolder {
   token: string;
@@ -12,10 +12,10 @@ export interface LockHolder {
 }
 
 /**
- * The seed's store lock: `SET key value NX PX ttl`, where the value names the holder with a
- * random token. It is renewed every third of its ttl while held, and released by a
- * compare-and-delete script so only its holder can release it. A holder that dies stops renewing
- * and its lock expires after `ttl`.
+ * The store lock (`acquireLock()`/`releaseLock()`): `SET key value NX PX ttl`, where the value
+ * names the holder with a random token. It is renewed every third of its ttl while held, and
+ * released by a compare-and-delete script so only its holder can release it. A holder that dies
+ * stops renewing and its lock expires after `ttl`.
  */
 export class RedisLock {
   /** The exact value this instance wrote, while it holds the lock. */
@@ -45,8 +45,8 @@ export class RedisLock {
       const ok = await this.client().set(this.key, value, "PX", this.ttlMs, "NX");
       if (ok === "OK") break;
       if (Date.now() >= deadline) {
-        throw new LockTimeoutError(
-          `redis: the lock ${this.key} was not released within ${this.timeoutMs} ms (held by ${await this.describeHolder()})`,
+        throw errors.lockTimeout(
+          `the lock ${this.key} was not released within ${this.timeoutMs} ms (held by ${await this.describeHolder()})`,
         );
       }
       await sleep(Math.min(delay, Math.max(0, deadline - Date.now())) * (0.5 + Math.random()));
@@ -88,12 +88,10 @@ export class RedisLock {
       // Expired (a long pause, a server restart without persistence) and maybe taken by another.
       this.stopRenewing();
       this.held = undefined;
-      this.onLost(new LockTimeoutError(`redis: the lock ${this.key} expired while held; another instance may have taken it`));
+      this.onLost(errors.lockTimeout(`the lock ${this.key} expired while held; another instance may have taken it`));
     } catch (error) {
       // The server is unreachable: the next renewal tries again; the ttl bounds the damage.
-      this.onLost(
-        new StorageUnavailableError(`redis: renewing the lock ${this.key} failed: ${(error as Error).message}`, { cause: error }),
-      );
+      this.onLost(errors.unavailable(`renewing the lock ${this.key} failed: ${(error as Error).message}`, error));
     }
   }
 

@@ -1,19 +1,19 @@
 import { randomBytes } from "node:crypto";
 import { S3Client } from "@aws-sdk/client-s3";
 import {
-  ConflictError,
-  CorruptDataError,
   DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
   isLoadableStore,
+  Mutex,
   type RestoreResult,
   type StorageData,
   type StorageDriver,
   type StoreReader,
   type WriteSet,
 } from "@taskstore/core";
+import { errors } from "./s3-errors.js";
 import { type EtagQuoting, S3Io } from "./s3-io.js";
 import { S3Lease } from "./s3-lease.js";
 import { probeConditionalWrites } from "./s3-probe.js";
@@ -87,11 +87,11 @@ export class S3StorageDriver implements StorageDriver {
   private readonly options: S3StorageDriverOptions;
   private context: DriverContext | undefined;
   private initializing: Promise<void> | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new Mutex();
   private lastBackupStamp = "";
 
   constructor(options: S3StorageDriverOptions) {
-    if (!options?.bucket) throw new TypeError("s3: the bucket option is required");
+    if (!options?.bucket) throw new TypeError(errors.message("the bucket option is required"));
     this.options = options;
     let prefix = options.prefix ?? "taskstore/";
     if (prefix !== "" && !prefix.endsWith("/")) prefix += "/";
@@ -153,8 +153,8 @@ export class S3StorageDriver implements StorageDriver {
     });
   }
 
-  transact = (work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> =>
-    this.exclusive(async () => {
+  transact(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> {
+    return this.exclusive(async () => {
       const attempts = this.options.maxConflictRetries ?? 40;
       let wait = 10;
       for (let attempt = 1; attempt <= attempts; attempt++) {
@@ -171,10 +171,11 @@ export class S3StorageDriver implements StorageDriver {
         await sleep(wait * Math.random());
         wait = Math.min(wait * 2, 400);
       }
-      throw new ConflictError(
-        `s3: gave up after ${attempts} attempts: other writers kept committing to s3://${this.io.bucket}/${this.io.prefix} first`,
+      throw errors.conflict(
+        `gave up after ${attempts} attempts: other writers kept committing to s3://${this.io.bucket}/${this.io.prefix} first`,
       );
     });
+  }
 
   /** Copies the store, as it is now, to `<prefix>backups/<UTC time>.json`. */
   backup(): Promise<void> {
@@ -216,7 +217,7 @@ export class S3StorageDriver implements StorageDriver {
         if (chosen) break;
       }
       const where = `s3://${this.io.bucket}/${this.io.prefix}`;
-      if (!chosen) throw new CorruptDataError(`s3: no usable backup under ${where}backups/`);
+      if (!chosen) throw errors.corrupt(`no usable backup under ${where}backups/`);
       const live = await this.store.liveKeys();
       const aside = `aside/${new Date().toISOString().replace(/[:.]/g, "-")}-${randomBytes(3).toString("hex")}/`;
       for (let i = 0; i < live.length; i += 16) {
@@ -268,13 +269,10 @@ export class S3StorageDriver implements StorageDriver {
    * `initialize()` first, since the ETag form it finds is needed by every conditional replace.
    */
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = async () => {
+    return this.queue.run(async () => {
       await this.initialize();
       return work();
-    };
-    const next = this.queue.then(run, run);
-    this.queue = next.catch(() => undefined);
-    return next;
+    });
   }
 }
 

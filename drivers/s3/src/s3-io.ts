@@ -6,7 +6,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
-import { StorageUnavailableError } from "@taskstore/core";
+import { errors } from "./s3-errors.js";
 
 /** How `If-Match` carries an ETag: RFC 7232 quoted (AWS, MinIO) or bare (Ceph RGW 16 accepts only that). */
 export type EtagQuoting = "standard" | "unquoted";
@@ -119,10 +119,9 @@ export class S3Io {
     try {
       return await work();
     } catch (error) {
-      if (StorageUnavailableError.isInstance(error)) throw error;
       const status = statusOf(error);
       const detail = `${(error as Error).name ?? "Error"}${status ? ` (HTTP ${status})` : ""}: ${(error as Error).message}`;
-      throw new StorageUnavailableError(`s3: ${operation} s3://${this.bucket}/${this.prefix}${key} failed: ${detail}`, { cause: error });
+      throw errors.wrap(error, `${operation} s3://${this.bucket}/${this.prefix}${key}`, detail);
     }
   }
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import { LockTimeoutError, StorageUnavailableError } from "@taskstore/core";
+import { errors } from "./s3-errors.js";
 import type { S3Io } from "./s3-io.js";
 
 export const LOCK_KEY = "lock.json";
@@ -16,11 +16,11 @@ export interface LeaseBody {
 }
 
 /**
- * The seed's lock as a lease object. Taken by creating `lock.json` with `If-None-Match: *`, or
- * by replacing it with `If-Match` when it is released or expired; renewed with `If-Match` every
- * third of the lease while held; released by its holder only, with an `If-Match` overwrite that
- * marks it released (S3 servers such as Ceph RGW ignore `If-Match` on DELETE, so a delete could
- * remove another holder's lease).
+ * The store lock (`acquireLock()`/`releaseLock()`) as a lease object. Taken by creating
+ * `lock.json` with `If-None-Match: *`, or by replacing it with `If-Match` when it is released or
+ * expired; renewed with `If-Match` every third of the lease while held; released by its holder
+ * only, with an `If-Match` overwrite that marks it released (S3 servers such as Ceph RGW ignore
+ * `If-Match` on DELETE, so a delete could remove another holder's lease).
  */
 export class S3Lease {
   private readonly owner = randomUUID();
@@ -71,8 +71,8 @@ export class S3Lease {
         return;
       }
       if (Date.now() >= deadline) {
-        throw new LockTimeoutError(
-          `s3: the lock s3://${this.io.bucket}/${this.io.prefix}${LOCK_KEY} was not released within ${this.timeoutMs} ms`,
+        throw errors.lockTimeout(
+          `the lock s3://${this.io.bucket}/${this.io.prefix}${LOCK_KEY} was not released within ${this.timeoutMs} ms`,
         );
       }
       await sleep(Math.min(wait * (0.5 + Math.random()), Math.max(0, deadline - Date.now())));
@@ -112,8 +112,8 @@ export class S3Lease {
     while ((await this.holder()) !== undefined) {
       if (this.held) return;
       if (Date.now() >= deadline) {
-        throw new LockTimeoutError(
-          `s3: the lock s3://${this.io.bucket}/${this.io.prefix}${LOCK_KEY} was not released within ${this.timeoutMs} ms`,
+        throw errors.lockTimeout(
+          `the lock s3://${this.io.bucket}/${this.io.prefix}${LOCK_KEY} was not released within ${this.timeoutMs} ms`,
         );
       }
       await sleep(Math.min(wait * (0.5 + Math.random()), Math.max(0, deadline - Date.now())));
@@ -154,7 +154,7 @@ export class S3Lease {
       if (renewed === undefined) {
         this.etag = undefined;
         this.body = undefined;
-        this.warn(new StorageUnavailableError(`s3: the lock lease was lost (another instance took it over after it expired)`));
+        this.warn(errors.unavailable("the lock lease was lost (another instance took it over after it expired)"));
         return;
       }
       this.etag = renewed;

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { StorageUnavailableError, UnsupportedError } from "@taskstore/core";
+import { UnsupportedError } from "@taskstore/core";
+import { errors } from "./s3-errors.js";
 import type { EtagQuoting, S3Io } from "./s3-io.js";
 
 /**
@@ -22,11 +23,20 @@ export async function probeConditionalWrites(io: S3Io, quoting: EtagQuoting | "a
   const where = `s3://${io.bucket}/${io.prefix}${key}`;
   const refuse = (what: string) =>
     new UnsafeEndpointError(
-      `s3: the endpoint ignores ${what} (probe ${where}); with it two writers could both "win" and acknowledged writes would be lost, so this driver refuses it. Use a server that enforces conditional writes (AWS S3, MinIO, Ceph RGW), or set unsafeAllowUnconditionalWrites: true if only one process ever writes this store.`,
+      errors.message(
+        `the endpoint ignores ${what} (probe ${where}); with it two writers could both "win" and acknowledged writes would be lost, so this driver refuses it. Use a server that enforces conditional writes (AWS S3, MinIO, Ceph RGW), or set unsafeAllowUnconditionalWrites: true if only one process ever writes this store.`,
+      ),
     );
+  // A 412 on a write of ours may be the SDK's retry of that very write, whose first reply was lost
+  // (a dropped connection): then the object holds what we wrote, and the write counts as done.
+  const landed = async (body: string): Promise<string | undefined> => {
+    const found = await io.get(key);
+    return found?.body === body ? found.etag : undefined;
+  };
   try {
-    const first = await io.putIfAbsent(key, '{"probe":1}');
-    if (first === undefined) throw new StorageUnavailableError(`s3: the probe object ${where} already existed`);
+    // The key is new (a random uuid): nobody but this probe creates it.
+    const first = (await io.putIfAbsent(key, '{"probe":1}')) ?? (await landed('{"probe":1}'));
+    if (first === undefined) throw errors.unavailable(`the probe object ${where} already existed`);
     if ((await io.putIfAbsent(key, '{"probe":2}')) !== undefined) throw refuse("If-None-Match: * (a second create of one key succeeded)");
 
     const candidates: EtagQuoting[] = quoting === "auto" ? ["standard", "unquoted"] : [quoting];
@@ -35,7 +45,7 @@ export async function probeConditionalWrites(io: S3Io, quoting: EtagQuoting | "a
     let stale: string | undefined;
     for (const form of candidates) {
       io.etagQuoting = form;
-      const next = await io.putIfMatch(key, '{"probe":3}', current);
+      const next = (await io.putIfMatch(key, '{"probe":3}', current)) ?? (await landed('{"probe":3}'));
       if (next !== undefined) {
         chosen = form;
         stale = current;
@@ -45,7 +55,9 @@ export async function probeConditionalWrites(io: S3Io, quoting: EtagQuoting | "a
     }
     if (!chosen || stale === undefined) {
       throw new UnsafeEndpointError(
-        `s3: the endpoint refused If-Match with the object's own ETag (${candidates.join(" and ")} form tried, probe ${where}); set etagQuoting to the form it accepts`,
+        errors.message(
+          `the endpoint refused If-Match with the object's own ETag (${candidates.join(" and ")} form tried, probe ${where}); set etagQuoting to the form it accepts`,
+        ),
       );
     }
     if (stale === current) throw refuse("If-Match (it returned the same ETag for different content)");

@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { ConflictError, CorruptDataError, SCHEMA_VERSION, type StorageData, TaskTable, type WriteSet } from "@taskstore/core";
+import { CorruptDataError, emptyStore, type StorageData, TaskTable, type WriteSet } from "@taskstore/core";
+import { errors } from "./s3-errors.js";
 import type { S3Io } from "./s3-io.js";
 
 /*
@@ -62,10 +63,6 @@ const deltaKey = (epoch: string, seq: number) => `${EPOCHS}${epoch}/d/${String(s
 const baseKey = (epoch: string) => `${EPOCHS}${epoch}/base.json`;
 const newEpochId = () => `${Date.now().toString(36).padStart(9, "0")}-${randomBytes(4).toString("hex")}`;
 
-export function emptyData(): StorageData {
-  return { version: SCHEMA_VERSION, tasks: [], metadata: { lastUpdated: 0, totalTasks: 0 } };
-}
-
 export class EpochStore {
   state: State | undefined;
 
@@ -98,7 +95,7 @@ export class EpochStore {
   /** Commits one write set after `state.seq`; false when another writer took that sequence number. */
   async commit(state: State, writes: WriteSet): Promise<boolean> {
     if (state.epoch === undefined) {
-      await this.createStore(emptyData());
+      await this.createStore(emptyStore());
       return false; // re-read: the store (ours or a racer's) exists now
     }
     const tx = randomUUID();
@@ -155,7 +152,7 @@ export class EpochStore {
       }
       await this.io.delete(baseKey(epoch)).catch(() => undefined);
     }
-    throw new CorruptDataError("s3: could not replace the store: its head kept changing");
+    throw errors.corrupt("could not replace the store: its head kept changing");
   }
 
   /** Every key of the live store (head and epochs), for moving it aside. */
@@ -186,7 +183,7 @@ export class EpochStore {
       return {
         epoch: undefined,
         seq: 0,
-        table: TaskTable.fromData(emptyData()),
+        table: TaskTable.fromData(emptyStore()),
         lastUpdated: 0,
         baseBytes: 0,
         deltaBytes: 0,
@@ -203,7 +200,7 @@ export class EpochStore {
   private async loadEpoch(epoch: string): Promise<State> {
     // The base and the listing of the deltas after it, in parallel: two round trips become one.
     const [base, deltas] = await Promise.all([this.io.get(baseKey(epoch)), this.io.list(`${EPOCHS}${epoch}/d/`)]);
-    if (!base) throw new CorruptDataError(`s3: the base of epoch ${epoch} (${this.io.prefix}${baseKey(epoch)}) is missing`);
+    if (!base) throw errors.corrupt(`the base of epoch ${epoch} (${this.io.prefix}${baseKey(epoch)}) is missing`);
     const parsed = parseObject<{ data: StorageData }>(base.body, baseKey(epoch), (v) => isData(v.data));
     const state: State = {
       epoch,
@@ -302,7 +299,7 @@ export class EpochStore {
     for (const [epoch, seq] of last) {
       if (seq > 0 && (await this.endsInSeal(epoch, seq))) continue;
       for (let at = seq + 1; ; at++) {
-        if (at > seq + 1000) throw new ConflictError(`s3: could not seal epoch ${epoch}: writers kept committing to it`);
+        if (at > seq + 1000) throw errors.conflict(`could not seal epoch ${epoch}: writers kept committing to it`);
         const tx = randomUUID();
         const key = deltaKey(epoch, at);
         if ((await this.io.putIfAbsent(key, JSON.stringify({ tx, at: Date.now(), seal: next }))) !== undefined) break;
@@ -395,17 +392,12 @@ export class EpochStore {
 }
 
 function parseObject<T>(text: string, key: string, check: (value: Record<string, unknown>) => boolean): T {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new CorruptDataError(`s3: ${key} is not JSON`, { cause: error });
-  }
+  const value = errors.parseJson(text, key);
   if (typeof value !== "object" || value === null || Array.isArray(value) || !check(value as Record<string, unknown>)) {
-    throw new CorruptDataError(`s3: ${key} is not a taskstore S3 object`);
+    throw errors.corrupt(`${key} is not a taskstore S3 object`);
   }
   if ((value as { format?: unknown }).format !== undefined && (value as { format?: unknown }).format !== FORMAT) {
-    throw new CorruptDataError(`s3: ${key} has format ${String((value as { format?: unknown }).format)}, not ${FORMAT}`);
+    throw errors.corrupt(`${key} has format ${String((value as { format?: unknown }).format)}, not ${FORMAT}`);
   }
   return value as T;
 }

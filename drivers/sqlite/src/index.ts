@@ -1,3 +1,3 @@
-export { DB_SCHEMA_VERSION } from "./migrations.js";
 export { SQLiteStorageDriver, type SQLiteStorageDriverOptions, type SynchronousLevel } from "./sqlite-driver.js";
-export { NotAStoreError } from "./store-file.js";
+export { DB_SCHEMA_VERSION } from "./sqlite-migrations.js";
+export { NotAStoreError } from "./sqlite-store-file.js";

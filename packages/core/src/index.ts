@@ -34,6 +34,11 @@ export {
 } from "./errors.js";
 export { EventBus, type TaskEventListener, type TaskEventName, type TaskEvents } from "./event-bus.js";
 export { newTaskId } from "./ids.js";
+export { type DriverErrors, driverErrors } from "./kit/driver-errors.js";
+export { emptyStore } from "./kit/empty-store.js";
+export { Mutex } from "./kit/mutex.js";
+export { joinStore, type StoreEnvelope, splitStore, taskBody } from "./kit/store-envelope.js";
+export { newerVersion, parseVersion } from "./kit/version.js";
 export { isLegacyData, isLoadableStore, type LegacyTodo, type MigrateLegacyOptions, migrateLegacy } from "./legacy.js";
 export { MemoryStorageDriver, type MemoryStorageDriverOptions } from "./memory-driver.js";
 export type { MeasuredOperation, MetricsSnapshot, OperationStats, RecordedError } from "./metrics.js";

@@ -14,6 +14,7 @@ import {
 import { dirname } from "node:path";
 import { ValidationError } from "@taskstore/core";
 import type Database from "better-sqlite3";
+import { errors } from "./sqlite-errors.js";
 
 /** The first 16 bytes of every SQLite 3 database file. */
 const SQLITE_MAGIC = Buffer.from("SQLite format 3\0", "latin1");
@@ -32,7 +33,7 @@ export class NotAStoreError extends ValidationError {
 
   constructor(path: string, what: string) {
     super([{ path: ["path"], rule: "sqlite-store-file", message: `${path} ${what}` }], { subject: "sqlite" });
-    this.message = `sqlite: ${path} ${what}; it is not a taskstore SQLite store and was left untouched`;
+    this.message = errors.message(`${path} ${what}; it is not a taskstore SQLite store and was left untouched`);
     this.path = path;
   }
 }

@@ -1,100 +1,15 @@
-import { type LogWrite, SCHEMA_VERSION, type TaskBody, type TaskHead } from "@taskstore/core";
-import { escapeLiteral as lit, type PoolClient, type QueryResult } from "pg";
+import { joinStore, type LogWrite, type StorageData, type StoredTask, type TaskBody } from "@taskstore/core";
+import { escapeLiteral as lit, type QueryResult } from "pg";
+import { errors } from "./postgres-errors.js";
+
+/*
+ * The SQL a write set becomes. Values go in as literals (`pg.escapeLiteral`), since the writes of
+ * a transaction go out as one multi-statement query, which cannot take parameters; ids have
+ * passed core's validation and the rest is JSON text. `s` is the quoted schema.
+ */
 
 /** A JSON escape jsonb refuses: NUL, or a surrogate (JSON.stringify escapes only lone ones). */
 const NOT_JSONB = /(?<!\\)(?:\\\\)*\\u(?:0000|d[89a-f])/i;
-
-/**
- * One write transaction in as few round trips as the work allows. BEGIN, the store's advisory
- * lock and the stored version go out with the first read (or with the writes, when nothing is
- * read); every write, the NOTIFY and COMMIT go out as one multi-statement query at the end. The
- * writes carry their values as literals (`pg.escapeLiteral`), since a multi-statement query
- * cannot take parameters; ids have passed core's validation and the rest is JSON text.
- */
-/** The stored version was not the one `work` was told: run `work` again on the real one. */
-export class StaleVersion extends Error {}
-
-export class Transaction {
-  private begun = false;
-  private storedVersion = SCHEMA_VERSION;
-  /** The version `version()` answered from the driver's cache, checked under the lock at the first read. */
-  private answered: string | undefined;
-  private read = false;
-  /** Log lengths of the tasks read so far (0 for a task that does not exist). */
-  readonly logCounts = new Map<string, number>();
-
-  constructor(
-    readonly client: PoolClient,
-    /** The quoted schema. */
-    private readonly s: string,
-    /** `BEGIN; SET LOCAL lock_timeout ...; SELECT pg_advisory_xact_lock(...)`. */
-    private readonly beginSql: string,
-    /** The name under which the single-task read is prepared on each connection. */
-    private readonly getName: string,
-    /** The version this driver last saw stored, if any: saves a round trip per transaction. */
-    private readonly cachedVersion: string | undefined,
-  ) {}
-
-  /** The version stored, as read under the lock; undefined when this transaction did not read it. */
-  get versionRead(): string | undefined {
-    return this.read ? this.storedVersion : undefined;
-  }
-
-  /** Sends BEGIN and takes the lock now (for work that needs parameters after it). */
-  async begin(): Promise<void> {
-    if (!this.begun) await this.start("");
-  }
-
-  async version(): Promise<string> {
-    if (!this.begun && this.cachedVersion !== undefined) {
-      this.answered = this.cachedVersion;
-      return this.cachedVersion;
-    }
-    await this.begin();
-    return this.storedVersion;
-  }
-
-  async get(id: string): Promise<TaskHead | undefined> {
-    const text = `SELECT coalesce(t.raw, t.body::json) AS body, (SELECT count(*)::int FROM ${this.s}.logs l WHERE l.task_id = t.id) AS n
-                    FROM ${this.s}.tasks t WHERE t.id = `;
-    const row = this.begun
-      ? (await this.client.query({ name: this.getName, text: `${text}$1`, values: [id] })).rows[0]
-      : (await this.start(`; ${text}${lit(id)}`))?.rows[0];
-    // A task that is not there has no log either (a delete takes the log with the task).
-    this.logCounts.set(id, row?.n ?? 0);
-    if (!row) return undefined;
-    // Assigned, not spread in: `{ ...body, logCount }` is a slow path in V8 (see core's copy.ts).
-    const head = row.body as TaskHead;
-    head.logCount = row.n;
-    return head;
-  }
-
-  /** Runs `statements`, then COMMIT, in one round trip (with BEGIN and the lock first if nothing was read). */
-  async commit(statements: string[]): Promise<void> {
-    // A version answered from the cache must be checked under the lock before anything is written.
-    if (!this.begun && this.answered !== undefined) await this.begin();
-    const prefix = this.begun ? [] : [this.beginSql];
-    this.begun = true;
-    await this.client.query([...prefix, ...statements, "COMMIT"].join(";\n"));
-  }
-
-  async rollback(): Promise<void> {
-    await this.client.query("ROLLBACK").catch(() => undefined);
-  }
-
-  /** BEGIN, lock, version, and `then` (a statement whose result is returned). */
-  private async start(then: string): Promise<QueryResult | undefined> {
-    this.begun = true;
-    const results = (await this.client.query(
-      `${this.beginSql}; SELECT value FROM ${this.s}.meta WHERE key = 'version'${then}`,
-    )) as unknown as QueryResult[];
-    const stored = results[3]?.rows[0]?.value;
-    if (typeof stored === "string") this.storedVersion = stored;
-    this.read = true;
-    if (this.answered !== undefined && this.answered !== this.storedVersion) throw new StaleVersion();
-    return results[4];
-  }
-}
 
 /** INSERT or replace task bodies (their logs and place in insertion order kept), as one statement. */
 export function putTasksSql(s: string, bodies: readonly TaskBody[]): string[] {
@@ -175,4 +90,66 @@ export function metaSql(s: string, values: Record<string, unknown>): string[] {
   const rows = Object.entries(values).map(([key, value]) => `(${lit(key)}, ${lit(JSON.stringify(value ?? null))}::json)`);
   if (rows.length === 0) return [];
   return [`INSERT INTO ${s}.meta (key, value) VALUES ${rows.join(", ")} ON CONFLICT (key) DO UPDATE SET value = excluded.value`];
+}
+
+/**
+ * The whole store in one round trip and one snapshot: meta, then every task with its log as a
+ * JSON array (`raw`, when set, is the body kept verbatim). Results 1 and 2 are the rows.
+ */
+export function readStoreSql(s: string): string {
+  return `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+    SELECT key, value FROM ${s}.meta;
+    SELECT coalesce(t.raw, t.body::json) AS body,
+           coalesce((SELECT json_agg(l.entry ORDER BY l.seq) FROM ${s}.logs l WHERE l.task_id = t.id), '[]'::json) AS logs
+      FROM ${s}.tasks t ORDER BY t.pos;
+    COMMIT`;
+}
+
+/** The store from `readStoreSql`'s results. */
+export function decodeStore(results: QueryResult[], s: string): StorageData {
+  const meta = new Map<string, unknown>((results[1]?.rows ?? []).map((row) => [row.key, row.value]));
+  const tasks = (results[2]?.rows ?? []).map((row) => {
+    if (typeof row.body !== "object" || row.body === null || Array.isArray(row.body))
+      throw errors.corrupt(`a row of ${s}.tasks is not a JSON object`);
+    return { ...row.body, logs: row.logs } as StoredTask;
+  });
+  const version = meta.get("version");
+  const lastUpdated = meta.get("lastUpdated");
+  return joinStore(
+    {
+      version: typeof version === "string" ? version : undefined,
+      lastUpdated: typeof lastUpdated === "number" ? lastUpdated : undefined,
+      extra: asObject(meta.get("extra")),
+      metadataExtra: asObject(meta.get("extraMeta")),
+    },
+    tasks,
+  );
+}
+
+function asObject(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+/** Copies the store into the backup schema `b` (both quoted), replacing the previous backup. */
+export function backupSql(s: string, b: string, at: number): string[] {
+  return [
+    `DROP SCHEMA IF EXISTS ${b} CASCADE`,
+    `CREATE SCHEMA ${b}`,
+    `CREATE TABLE ${b}.tasks AS SELECT * FROM ${s}.tasks`,
+    `CREATE TABLE ${b}.logs AS SELECT * FROM ${s}.logs`,
+    `CREATE TABLE ${b}.meta AS SELECT * FROM ${s}.meta WHERE key <> 'lastBackupAt'`,
+    `INSERT INTO ${b}.meta VALUES ('lastBackupAt', '${at}')`,
+    ...metaSql(s, { lastBackupAt: at }),
+  ];
+}
+
+/** Copies the backup schema `b` into the freshly migrated schema `s`, sequences included. */
+export function restoreSql(s: string, b: string): string[] {
+  return [
+    `INSERT INTO ${s}.tasks (id, pos, parent_id, status, body, raw) SELECT id, pos, parent_id, status, body, raw FROM ${b}.tasks ORDER BY pos`,
+    `INSERT INTO ${s}.logs (seq, task_id, entry) SELECT seq, task_id, entry FROM ${b}.logs ORDER BY seq`,
+    `INSERT INTO ${s}.meta (key, value) SELECT key, value FROM ${b}.meta`,
+    `SELECT setval(pg_get_serial_sequence('${s}.tasks', 'pos'), (SELECT coalesce(max(pos), 0) + 1 FROM ${s}.tasks), false)`,
+    `SELECT setval(pg_get_serial_sequence('${s}.logs', 'seq'), (SELECT coalesce(max(seq), 0) + 1 FROM ${s}.logs), false)`,
+  ];
 }

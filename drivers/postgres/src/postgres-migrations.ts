@@ -1,4 +1,5 @@
 import type { PoolClient } from "pg";
+import { errors } from "./postgres-errors.js";
 
 /**
  * The store's tables, as ordered migrations. Each runs once per schema, in one transaction with
@@ -59,8 +60,8 @@ export async function migrate(client: PoolClient, schema: string): Promise<void>
   const { rows } = await client.query<{ version: number }>(`SELECT coalesce(max(version), 0) AS version FROM ${schema}.migrations`);
   const current = rows[0]?.version ?? 0;
   if (current > DB_SCHEMA_VERSION) {
-    throw new Error(
-      `postgres: the tables in ${schema} are at migration ${current}, newer than this driver's ${DB_SCHEMA_VERSION}: upgrade @taskstore/driver-postgres`,
+    throw errors.unavailable(
+      `the tables in ${schema} are at migration ${current}, newer than this driver's ${DB_SCHEMA_VERSION}: upgrade @taskstore/driver-postgres`,
     );
   }
   for (const migration of MIGRATIONS) {

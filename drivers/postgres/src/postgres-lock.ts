@@ -1,22 +1,23 @@
 import { hostname } from "node:os";
-import { StorageUnavailableError } from "@taskstore/core";
+import { Mutex } from "@taskstore/core";
 import { escapeLiteral, type Pool, type PoolClient } from "pg";
-import { toDriverError } from "./errors.js";
+import { errors, toDriverError } from "./postgres-errors.js";
 
 /** The application_name a lock holder's connection carries, so `describe()` can say who holds it. */
 export const HOLDER_PREFIX = "taskstore-lock";
 
 /**
- * The seed's lock as a session-level `pg_advisory_lock` on a connection of its own, held for as
- * long as the lock is. The server releases it when that connection ends, so a holder that dies
- * (or loses its connection) never leaves the store locked. While the lock is held, the driver runs
- * its own statements on that same connection (`run()`): advisory locks are re-entrant per session,
- * so the driver's transaction-level lock on the same key does not wait for itself.
+ * The store lock (`acquireLock()`/`releaseLock()`) as a session-level `pg_advisory_lock` on a
+ * connection of its own, held for as long as the lock is. The server releases it when that
+ * connection ends, so a holder that dies (or loses its connection) never leaves the store locked.
+ * While the lock is held, the driver runs its own statements on that same connection (`run()`):
+ * advisory locks are re-entrant per session, so the driver's transaction-level lock on the same
+ * key does not wait for itself.
  */
 export class AdvisoryLock {
   private client: PoolClient | undefined;
   private onError: ((error: Error) => void) | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new Mutex();
 
   constructor(
     private readonly pool: Pool,
@@ -65,7 +66,7 @@ export class AdvisoryLock {
     // process, so one stays until the connection is back in the pool.
     const ignore = () => undefined;
     client.on("error", ignore);
-    await this.queue.catch(() => undefined);
+    await this.queue.idle();
     let broken = false;
     try {
       await client.query(`SELECT pg_advisory_unlock(${this.key}); RESET application_name`);
@@ -80,23 +81,14 @@ export class AdvisoryLock {
   /** Runs `work` on the holder's connection, one at a time. */
   run<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
     const client = this.client;
-    if (!client) return Promise.reject(new StorageUnavailableError("postgres: the lock's connection was lost"));
-    const next = this.queue.then(
-      () => work(client),
-      () => work(client),
-    );
-    this.queue = next.catch(() => undefined);
-    return next;
+    if (!client) return Promise.reject(errors.unavailable("the lock's connection was lost"));
+    return this.queue.run(() => work(client));
   }
 
   private lost(client: PoolClient, error: Error): void {
     if (this.client !== client) return;
     this.client = undefined;
     client.release(true);
-    this.warn(
-      new StorageUnavailableError(`postgres: the connection holding the store's lock was lost; the server released the lock`, {
-        cause: error,
-      }),
-    );
+    this.warn(errors.unavailable("the connection holding the store's lock was lost; the server released the lock", error));
   }
 }

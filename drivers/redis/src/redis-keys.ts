@@ -1,4 +1,4 @@
-import { ValidationError } from "@taskstore/core";
+import { errors } from "./redis-errors.js";
 
 /**
  * Prefixes may hold letters, digits and `_ - . : /`, up to 200 characters. Braces are refused:
@@ -11,10 +11,9 @@ const PREFIX_PATTERN = /^[A-Za-z0-9_.:/-]{1,200}$/;
 
 export function validatePrefix(prefix: string): string {
   if (typeof prefix !== "string" || !PREFIX_PATTERN.test(prefix)) {
-    throw new ValidationError(
-      [{ path: ["prefix"], rule: "format", message: "must be 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '/'" }],
-      { subject: "redis" },
-    );
+    throw errors.validation([
+      { path: ["prefix"], rule: "format", message: "must be 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '/'" },
+    ]);
   }
   return prefix;
 }

@@ -1,5 +1,5 @@
-import { StorageUnavailableError } from "@taskstore/core";
 import type { Notification, Pool, PoolClient } from "pg";
+import { errors } from "./postgres-errors.js";
 
 /**
  * LISTENs on the store's channel on a connection of its own and calls `onChange` for every
@@ -83,7 +83,7 @@ export class Notifier {
   private retry(error: unknown): void {
     if (this.connected) {
       this.connected = false;
-      this.warn(new StorageUnavailableError("postgres: the change-notification connection was lost; reconnecting", { cause: error }));
+      this.warn(errors.unavailable("the change-notification connection was lost; reconnecting", error));
     }
     this.timer = setTimeout(() => {
       this.timer = undefined;

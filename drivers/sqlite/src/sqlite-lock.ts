@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import { LockTimeoutError } from "@taskstore/core";
-import type Database from "better-sqlite3";
-import { isBusy, retryBusy, sleep } from "./busy.js";
+import Database from "better-sqlite3";
+import { retryBusy, sleep } from "./sqlite-busy.js";
+import { errors, isBusy } from "./sqlite-errors.js";
 
 /** Who holds the store's lock, as `describe()` shows it. */
 export interface LockHolder {
@@ -22,13 +22,13 @@ interface LockRow {
 }
 
 /**
- * The seed's store lock, across processes: one row in a small SQLite file beside the database
- * (`<path>.lock`), taken in a short write transaction. The row names its holder (a random owner
- * token, pid, host, since) and an expiry the holder renews while it holds the lock. A row whose
- * holder is a dead pid on this host is taken over at once; one from another host once it expired.
- * Waiting polls asynchronously, so instances in the same process never block each other's event
- * loop. It lives in its own file so that it still works when the main database is corrupt, which
- * is exactly when core takes it to restore the backup.
+ * The store lock (`acquireLock()`/`releaseLock()`), across processes: one row in a small SQLite
+ * file beside the database (`<path>.lock`), taken in a short write transaction. The row names its
+ * holder (a random owner token, pid, host, since) and an expiry the holder renews while it holds
+ * the lock. A row whose holder is a dead pid on this host is taken over at once; one from another
+ * host once it expired. Waiting polls asynchronously, so instances in the same process never block
+ * each other's event loop. It lives in its own file so that it still works when the main database
+ * is corrupt, which is exactly when core takes it to restore the backup.
  */
 export class StoreLock {
   private readonly owner = randomUUID();
@@ -60,7 +60,7 @@ export class StoreLock {
       if (taken) last = taken;
       if (Date.now() >= deadline) {
         const by = last ? ` (held by pid ${last.pid} on ${last.host} since ${new Date(last.since).toISOString()})` : "";
-        throw new LockTimeoutError(`sqlite: the store lock was not released within ${this.timeoutMs} ms${by}`);
+        throw errors.lockTimeout(`the store lock was not released within ${this.timeoutMs} ms${by}`);
       }
       await sleep(delay + Math.random() * delay);
       delay = Math.min(delay * 2, 100);
@@ -153,7 +153,7 @@ export class StoreLock {
       if (changes === 0) {
         clearInterval(this.heartbeat);
         this.heartbeat = undefined;
-        this.onLost(new LockTimeoutError("sqlite: the store lock was taken over by another holder while this instance held it"));
+        this.onLost(errors.lockTimeout("the store lock was taken over by another holder while this instance held it"));
       }
     } catch (error) {
       // Busy now: the next beat tries again, well before the lock expires.
@@ -190,4 +190,16 @@ function pidAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+const memoryLocks = new WeakMap<Database.Database, Database.Database>();
+
+/** A caller's in-memory database is visible to this process only: its lock lives in memory too. */
+export function memoryLockDb(database: Database.Database): Database.Database {
+  let db = memoryLocks.get(database);
+  if (!db) {
+    db = new Database(":memory:");
+    memoryLocks.set(database, db);
+  }
+  return db;
 }

@@ -1,4 +1,7 @@
-import { CorruptDataError, LockTimeoutError, StorageUnavailableError } from "@taskstore/core";
+import { driverErrors } from "@taskstore/core";
+
+/** Core's errors, every message starting "postgres: ". */
+export const errors = driverErrors("postgres");
 
 const NETWORK_CODES = new Set([
   "ECONNREFUSED",
@@ -28,14 +31,9 @@ export function isUnavailable(error: unknown): boolean {
 export function toDriverError(error: unknown, doing: string): unknown {
   const code = (error as { code?: unknown } | null)?.code;
   const detail = error instanceof Error ? error.message : String(error);
-  if (code === "55P03")
-    return new LockTimeoutError(`postgres: ${doing}: the store's lock was not granted in time (${detail})`, { cause: error });
-  if (isUnavailable(error)) return new StorageUnavailableError(`postgres: ${doing}: ${detail}`, { cause: error });
+  if (code === "55P03") return errors.lockTimeout(`${doing}: the store's lock was not granted in time (${detail})`, error);
+  if (isUnavailable(error)) return errors.unavailable(`${doing}: ${detail}`, error);
   return error;
-}
-
-export function corrupt(message: string): CorruptDataError {
-  return new CorruptDataError(`postgres: ${message}`);
 }
 
 /**
@@ -44,7 +42,7 @@ export function corrupt(message: string): CorruptDataError {
  */
 export class AmbiguousCommit extends Error {
   constructor(readonly error: unknown) {
-    super("postgres: the reply to a commit was lost", { cause: error });
+    super(errors.message("the reply to a commit was lost"), { cause: error });
   }
 }
 

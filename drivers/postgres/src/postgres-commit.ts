@@ -47,8 +47,22 @@ export class PostgresCommits {
     this.knownVersion = undefined;
   }
 
-  /** Runs one write transaction to its end: committed once, or failed with nothing written (or its outcome unknown). */
-  async run(doing: string, work: (tx: Transaction) => Promise<string[]>, changes: Changes = {}): Promise<void> {
+  /**
+   * Runs one write transaction to its end: committed once, or failed with nothing written (or its
+   * outcome unknown). `commitId` is core's id for the batch (the same on each retry of it): a
+   * commit whose outcome stayed unknown is remembered under it, and the retry settles that commit
+   * first, so a batch that landed is never applied again.
+   */
+  async run(doing: string, work: (tx: Transaction) => Promise<string[]>, changes: Changes = {}, commitId?: string): Promise<void> {
+    const earlier = commitId === undefined ? undefined : this.unsettled.get(commitId);
+    if (earlier !== undefined && commitId !== undefined) {
+      // One try: while the server stays away this fails at once, as any write would.
+      if (await this.confirm(earlier, doing, undefined, 0)) {
+        this.unsettled.delete(commitId);
+        return; // it landed before; only its reply was lost
+      }
+      this.unsettled.delete(commitId); // fenced now: it never lands, run the batch again
+    }
     for (;;) {
       const txId = randomUUID();
       try {
@@ -56,10 +70,18 @@ export class PostgresCommits {
         return;
       } catch (error) {
         if (!(error instanceof AmbiguousCommit)) throw error;
-        if (await this.confirm(txId, doing, error.error)) return;
+        try {
+          if (await this.confirm(txId, doing, error.error)) return;
+        } catch (unknown) {
+          if (commitId !== undefined) this.unsettled.set(commitId, txId);
+          throw unknown;
+        }
       }
     }
   }
+
+  /** Commits whose outcome stayed unknown, by core's commit id (see `run`). Bounded: old ones go. */
+  private readonly unsettled = new BoundedMap<string, string>(64);
 
   private async attempt(
     client: pg.PoolClient,
@@ -105,8 +127,8 @@ export class PostgresCommits {
    * its way fails on the primary key). An uncommitted row of the lost transaction makes the insert
    * wait until that transaction ends. Asks until the server answers, up to `confirmTimeoutMs`.
    */
-  private async confirm(txId: string, doing: string, cause: unknown): Promise<boolean> {
-    const deadline = Date.now() + this.confirmTimeoutMs;
+  private async confirm(txId: string, doing: string, cause: unknown, patienceMs = this.confirmTimeoutMs): Promise<boolean> {
+    const deadline = Date.now() + patienceMs;
     let last = cause;
     for (;;) {
       const left = Math.max(1, deadline - Date.now());
@@ -128,11 +150,23 @@ export class PostgresCommits {
       if (Date.now() >= deadline) {
         const detail = last instanceof Error ? last.message : String(last);
         throw errors.unavailable(
-          `${doing}: the reply to a commit was lost and the server did not answer within ${this.confirmTimeoutMs} ms whether it landed (${detail})`,
+          `${doing}: the reply to a commit was lost and the server did not answer within ${patienceMs} ms whether it landed (${detail})`,
           last,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(100, deadline - Date.now())));
     }
+  }
+}
+
+/** A Map that forgets its oldest entries past `limit`. */
+class BoundedMap<K, V> extends Map<K, V> {
+  constructor(private readonly limit: number) {
+    super();
+  }
+  override set(key: K, value: V): this {
+    super.set(key, value);
+    if (this.size > this.limit) this.delete(this.keys().next().value as K);
+    return this;
   }
 }

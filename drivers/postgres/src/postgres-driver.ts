@@ -9,6 +9,7 @@ import {
   type StorageDriver,
   type StoreReader,
   splitStore,
+  type TransactOptions,
   taskBody,
   type WriteSet,
 } from "@taskstore/core";
@@ -168,17 +169,22 @@ export class PostgresStorageDriver implements StorageDriver {
    * the latest committed state and no other writer can slip in between read and write), then
    * `work`, then its writes. A `work` that throws rolls everything back.
    */
-  async transact(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> {
+  async transact(work: (reader: StoreReader) => Promise<WriteSet>, options: TransactOptions = {}): Promise<void> {
     const { s } = this.names;
-    await this.commits.run("transact", async (tx) => {
-      const writes = await work({ get: (id) => tx.get(id), version: () => tx.version() });
-      return [
-        ...putTasksSql(s, writes.puts),
-        ...logWritesSql(s, writes.logs, tx.logCounts),
-        ...deletesSql(s, writes.deletes),
-        ...(writes.version ? metaSql(s, { version: writes.version }) : []),
-      ];
-    });
+    await this.commits.run(
+      "transact",
+      async (tx) => {
+        const writes = await work({ get: (id) => tx.get(id), version: () => tx.version() });
+        return [
+          ...putTasksSql(s, writes.puts),
+          ...logWritesSql(s, writes.logs, tx.logCounts),
+          ...deletesSql(s, writes.deletes),
+          ...(writes.version ? metaSql(s, { version: writes.version }) : []),
+        ];
+      },
+      {},
+      options.commitId,
+    );
   }
 
   /**

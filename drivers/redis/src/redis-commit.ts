@@ -125,8 +125,8 @@ export class RedisCommits {
    * was not and now never will be (SETTLE fences it). Asks until the server answers, up to
    * `confirmTimeoutMs` (the client reconnects meanwhile); undefined when it never did.
    */
-  async settle(txId: string): Promise<string | undefined> {
-    const deadline = Date.now() + this.confirmTimeoutMs;
+  async settle(txId: string, patienceMs = this.confirmTimeoutMs): Promise<string | undefined> {
+    const deadline = Date.now() + patienceMs;
     for (let round = 1; ; round++) {
       try {
         return String(await SETTLE.run(this.client, [this.keys.tx(txId)], [MARKER_TTL_MS]));

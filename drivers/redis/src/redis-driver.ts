@@ -10,6 +10,7 @@ import {
   type StorageDriver,
   type StoreReader,
   type TaskHead,
+  type TransactOptions,
   type WriteSet,
 } from "@taskstore/core";
 import { Cluster, type ClusterNode, type Redis, type RedisOptions } from "ioredis";
@@ -72,6 +73,8 @@ export class RedisStorageDriver implements StorageDriver {
   private readonly keys: StoreKeys;
   private readonly lock: RedisLock;
   private readonly commits: RedisCommits;
+  /** Commits whose outcome stayed unknown, by core's commit id (see `transact`). */
+  private readonly unsettled = new Map<string, string>();
   private readonly subscriber: ChangeSubscriber;
   private readonly instance = randomUUID();
   private readonly lockTimeoutMs: number;
@@ -148,8 +151,19 @@ export class RedisStorageDriver implements StorageDriver {
    * Runs `work` and commits its writes (see `RedisCommits`): reads come from the head cache first,
    * and a commit refused because a read changed runs `work` again on fresh reads.
    */
-  async transact(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> {
+  async transact(work: (reader: StoreReader) => Promise<WriteSet>, options: TransactOptions = {}): Promise<void> {
     const lockDeadline = Date.now() + this.lockTimeoutMs;
+    // A commit of this batch (core's commitId, the same on each retry) whose outcome stayed
+    // unknown when the server went away: settled first, so a batch that landed is not applied again.
+    const earlier = options.commitId === undefined ? undefined : this.unsettled.get(options.commitId);
+    if (earlier !== undefined && options.commitId !== undefined) {
+      // One try: while the server stays away this fails at once, as any write would.
+      const state = await this.commits.settle(earlier, 0);
+      if (state === undefined)
+        throw errors.unavailable("transact: a commit whose reply was lost cannot be settled yet (the server is away)");
+      this.unsettled.delete(options.commitId);
+      if (state === "1") return;
+    }
     // Only commits refused because a read changed count towards maxAttempts; rounds spent
     // waiting for another instance's store lock are bounded by lockTimeoutMs instead.
     let conflicts = 0;
@@ -192,7 +206,15 @@ export class RedisStorageDriver implements StorageDriver {
         if (!unanswered(error)) throw error;
         const state = await this.commits.settle(txId);
         if (state === "1") return; // it was applied; only its reply was lost
-        if (state === undefined) throw error; // the server stayed away: the outcome is unknown
+        if (state === undefined) {
+          // The server stayed away: the outcome is unknown until the retry settles it.
+          if (options.commitId !== undefined) {
+            this.unsettled.set(options.commitId, txId);
+            // Bounded: a batch core gave up on is never retried.
+            if (this.unsettled.size > 64) this.unsettled.delete(this.unsettled.keys().next().value as string);
+          }
+          throw error;
+        }
         txId = randomUUID(); // it never ran, and now never will: run the change again
         continue;
       }

@@ -104,7 +104,7 @@ export interface StorageDriver {
    * store changed underneath (a failed WATCH, a 412), the driver runs `work` again on fresh state;
    * `work` has no side effects, so that is safe.
    */
-  transact?(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void>;
+  transact?(work: (reader: StoreReader) => Promise<WriteSet>, options?: TransactOptions): Promise<void>;
   /**
    * Moves the current store aside (never deleting it) and puts the last backup in its place
    * (`capabilities.restore`). Throws `CorruptDataError` when there is no usable backup, leaving
@@ -121,6 +121,18 @@ export interface StorageDriver {
    * `storage:warning` event and kept for `diagnose`.
    */
   attach?(context: DriverContext): void;
+}
+
+/** What the repository tells `transact()` beside the work. */
+export interface TransactOptions {
+  /**
+   * The same for every attempt at one batch of change sets, until it is known to be written:
+   * after a commit whose outcome stayed unknown (its reply lost, the server gone), the repository
+   * retries exactly that batch (or a part of it) under the same id, never merged with newer
+   * change sets. A driver that records the id with its commit can then tell that the batch
+   * already landed and must not apply it again. A driver that ignores it is no worse than before.
+   */
+  commitId?: string;
 }
 
 /** What the repository hands a driver through `attach()`. */

@@ -11,6 +11,7 @@ export {
   type RestoreResult,
   type StorageDriver,
   type StoreReader,
+  type TransactOptions,
   type WriteSet,
 } from "./driver.js";
 export {

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { type ApplyReport, ChangeApplier, type TaskChange } from "./changes.js";
 import { checkChanges, markParsed } from "./check-changes.js";
 import { loadDefaultDriver } from "./default-driver.js";
@@ -136,6 +137,9 @@ export class TaskRepository {
   private closed: Promise<void> | undefined;
   private isClosed = false;
   private readonly maxBatch: number;
+  /** The batch whose write failed with an unknown outcome, and the commit id its retry keeps. */
+  private inDoubt: { entries: QueuedChangeSet[]; commitId: string } | undefined;
+  private restoredSinceOutage = 0;
   private readonly mayDegrade: boolean;
   private readonly retryInitial: number;
   private readonly retryMax: number;
@@ -565,12 +569,17 @@ export class TaskRepository {
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0) {
-        const batch = this.queue.slice(0, this.maxBatch);
+        // A batch whose write failed is retried as it was (less what was rejected), under the
+        // same commit id, never merged with newer change sets: its commit may have landed.
+        const doubt = this.inDoubt?.entries.filter((entry) => this.queue.includes(entry));
+        const batch = doubt && doubt.length > 0 ? doubt : this.queue.slice(0, this.maxBatch);
+        const commitId = doubt && doubt.length > 0 ? (this.inDoubt as { commitId: string }).commitId : randomUUID();
+        this.inDoubt = undefined;
         for (const entry of batch) entry.outcome = undefined;
         let failure: TaskStoreError | undefined;
         try {
           await this.initialize();
-          await this.serial(() => this.metricsState.time("save", () => this.writeBatch(batch)));
+          await this.serial(() => this.metricsState.time("save", () => this.writeBatch(batch, commitId)));
         } catch (error) {
           failure = toStoreError(error, `${driverName(this.driverInstance)}: write`);
         }
@@ -580,11 +589,12 @@ export class TaskRepository {
         // outage, keeping the queued change sets rather than dropping them. A change set's own
         // refusal (its task is gone, its id exists) is per entry, below.
         if (failure && (!isLogicalError(failure) || failure.code === "CONFLICT")) {
+          this.inDoubt = { entries: batch, commitId };
           this.storageFailed(batch, failure);
           return;
         }
-        this.queue.splice(0, batch.length);
-        let restored = 0;
+        for (const entry of batch) this.queue.splice(this.queue.indexOf(entry), 1);
+        // Counted across batches: a batch in doubt is written alone before the rest.
         for (const entry of batch) {
           const outcome = failure ? { error: failure } : entry.outcome;
           if (!outcome) continue;
@@ -593,13 +603,15 @@ export class TaskRepository {
             if (entry.acknowledged) this.events.emit("persistence:conflict", { error: outcome.error, operation: entry.operation });
             else entry.reject(outcome.error);
           } else if (entry.acknowledged) {
-            restored++;
+            this.restoredSinceOutage++;
           } else {
             this.metricsState.record(kindOf(entry.changes), performance.now() - entry.enqueuedAt);
             entry.resolve({ durable: true, report: outcome.report });
           }
         }
-        if (restored > 0 && !this.queue.some((entry) => entry.acknowledged)) {
+        if (this.restoredSinceOutage > 0 && !this.queue.some((entry) => entry.acknowledged)) {
+          const restored = this.restoredSinceOutage;
+          this.restoredSinceOutage = 0;
           this.retryDelay = this.retryInitial;
           this.lastWriteError = undefined;
           this.events.emit("persistence:restored", { written: restored });
@@ -617,8 +629,10 @@ export class TaskRepository {
     this.lastWriteError = error;
     const operations = [...new Set(batch.map((entry) => entry.operation))].join(", ");
     this.record(error, operations);
-    for (const entry of batch) {
-      this.metricsState.record(kindOf(entry.changes), performance.now() - entry.enqueuedAt, true);
+    for (const entry of batch) this.metricsState.record(kindOf(entry.changes), performance.now() - entry.enqueuedAt, true);
+    // Every waiting change set learns of the failure now, not only the batch: one queued behind a
+    // batch in doubt (retried alone, see drain) would otherwise wait for storage to come back.
+    for (const entry of [...this.queue]) {
       if (!entry.degrade) {
         this.queue.splice(this.queue.indexOf(entry), 1);
         entry.reject(error);
@@ -640,7 +654,7 @@ export class TaskRepository {
   }
 
   /** One write cycle for a batch: each change set's outcome is recorded on its entry. */
-  private async writeBatch(batch: QueuedChangeSet[]): Promise<void> {
+  private async writeBatch(batch: QueuedChangeSet[], commitId: string): Promise<void> {
     const driver = await this.getDriver();
     const options = { logCap: this.logCap };
     const applyAll = async (applier: ChangeApplier): Promise<number> => {
@@ -661,13 +675,16 @@ export class TaskRepository {
     const { transact } = await this.runtime();
     if (transact) {
       const attempt = () =>
-        transact(async (stored) => {
-          for (const entry of batch) entry.outcome = undefined;
-          const reader = this.sealer ? stored : refusingSealed(stored);
-          const applier = new ChangeApplier(reader, options);
-          await applyAll(applier);
-          return applier.writeSet();
-        });
+        transact(
+          async (stored) => {
+            for (const entry of batch) entry.outcome = undefined;
+            const reader = this.sealer ? stored : refusingSealed(stored);
+            const applier = new ChangeApplier(reader, options);
+            await applyAll(applier);
+            return applier.writeSet();
+          },
+          { commitId },
+        );
       try {
         await attempt();
       } catch (error) {
@@ -682,11 +699,21 @@ export class TaskRepository {
 
     await this.withLock(async () => {
       const data = await this.readLocked();
+      // The last commit ids ride in the store's metadata: a retry of a batch whose save did land
+      // (its reply lost) finds its id there and is not applied twice.
+      const seen = (data.metadata as { commitIds?: unknown }).commitIds;
+      const landed = Array.isArray(seen) ? seen.filter((id): id is string => typeof id === "string") : [];
+      if (landed.includes(commitId)) {
+        for (const entry of batch) entry.outcome = { report: { dropped: new Map(), removed: [], statusFrom: new Map() } };
+        this.loaded(data);
+        return;
+      }
       const table = TaskTable.fromData(data);
       const applier = new ChangeApplier(table.reader(), options);
       if ((await applyAll(applier)) === 0) return;
       table.apply(applier.writeSet());
       const next = table.toData();
+      (next.metadata as { commitIds?: string[] }).commitIds = [...landed, commitId].slice(-COMMIT_IDS_KEPT);
       await driver.saveData(next);
       this.loaded(next);
     });
@@ -746,6 +773,9 @@ function readNewerMajor(raw: Record<string, unknown>, version: string): StorageD
     throw new VersionUnsupportedError(version, SCHEMA_VERSION, { unreadable: (error as Error).message, cause: error });
   }
 }
+
+/** How many commit ids a store written through `saveData()` keeps in its metadata. */
+const COMMIT_IDS_KEPT = 16;
 
 /** Marks a driver's CorruptDataError as data for `interpret`, so recovery can handle it. */
 class CorruptMarker {

@@ -4,6 +4,7 @@ import {
   type RestoreResult,
   type StorageDriver,
   type StoreReader,
+  type TransactOptions,
   type WriteSet,
 } from "./driver.js";
 import { UnsupportedError } from "./errors.js";
@@ -17,7 +18,7 @@ import { UnsupportedError } from "./errors.js";
 export interface DriverRuntime {
   readonly capabilities: DriverCapabilities;
   /** The driver's `transact()`, when it declares `incremental`. */
-  readonly transact: ((work: (reader: StoreReader) => Promise<WriteSet>) => Promise<void>) | undefined;
+  readonly transact: ((work: (reader: StoreReader) => Promise<WriteSet>, options?: TransactOptions) => Promise<void>) | undefined;
   /** The driver's `restore()`, when it declares `restore`. */
   readonly restore: (() => Promise<RestoreResult>) | undefined;
   /** The driver's `watch()`, when it declares `changeNotification`. */
@@ -40,7 +41,7 @@ export function runtimeOf(driver: StorageDriver, name: string): DriverRuntime {
   return {
     capabilities,
     transact: capabilities.incremental
-      ? (work) => (driver.transact as NonNullable<StorageDriver["transact"]>).call(driver, work)
+      ? (work, options) => (driver.transact as NonNullable<StorageDriver["transact"]>).call(driver, work, options)
       : undefined,
     restore: capabilities.restore ? () => (driver.restore as () => Promise<RestoreResult>).call(driver) : undefined,
     watch: capabilities.changeNotification

@@ -26,9 +26,11 @@ export class SealedDriver implements StorageDriver {
     this.capabilities = inner.capabilities;
     this.specificationVersion = inner.specificationVersion;
     if (inner.transact) {
-      this.transact = (work) =>
-        (this.inner.transact as NonNullable<StorageDriver["transact"]>).call(this.inner, async (reader) =>
-          this.sealWrites(await work(this.openingReader(reader))),
+      this.transact = (work, options) =>
+        (this.inner.transact as NonNullable<StorageDriver["transact"]>).call(
+          this.inner,
+          async (reader) => this.sealWrites(await work(this.openingReader(reader))),
+          options,
         );
     }
     if (inner.restore) this.restore = () => (this.inner.restore as () => Promise<RestoreResult>).call(this.inner);

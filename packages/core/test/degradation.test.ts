@@ -179,3 +179,46 @@ describe("contention the driver's retries could not outlast", () => {
     await manager.close();
   });
 });
+
+describe("a write whose outcome stayed unknown", () => {
+  it("is retried alone under the same commitId, so a driver that records the id applies it once", async () => {
+    const store = randomUUID();
+    const inner = new MemoryStorageDriver({ store });
+    const seen: { commitId: string | undefined; lines: string[] }[] = [];
+    const applied = new Set<string>();
+    let loseNextReply = false;
+    // Commits, then loses the reply (as a server that died after COMMIT): the outcome is unknown.
+    const driver = Object.assign(Object.create(inner) as MemoryStorageDriver, {
+      async transact(work: Parameters<NonNullable<MemoryStorageDriver["transact"]>>[0], options?: { commitId?: string }) {
+        const commitId = options?.commitId;
+        if (commitId && applied.has(commitId)) return; // it landed before: not again
+        await inner.transact((reader) =>
+          work(reader).then((writes) => {
+            seen.push({ commitId, lines: writes.logs.flatMap((log) => log.entries.map((entry) => entry.output)) });
+            return writes;
+          }),
+        );
+        if (commitId) applied.add(commitId);
+        if (loseNextReply) {
+          loseNextReply = false;
+          throw new TaskStoreError("STORAGE_UNAVAILABLE", "the reply to the commit was lost");
+        }
+      },
+    });
+    const repository = new TaskRepository({ driver, retry: { initialDelayMs: 10, maxDelayMs: 20 } });
+    const manager = new TaskManager(new EventBus(), repository);
+    await manager.loadFromRepository();
+    const id = await manager.create({ title: "in doubt" });
+    loseNextReply = true;
+    await manager.appendOutput(id, "landed, reply lost"); // degraded: resolved, queued
+    await manager.appendOutput(id, "queued after"); // must not join the batch in doubt
+    await manager.flush();
+    const stored = await new TaskRepository({ driver: new MemoryStorageDriver({ store }) }).loadById(id);
+    expect(stored?.logs.map((entry) => entry.output)).toEqual(["landed, reply lost", "queued after"]);
+    const doubted = seen.find((call) => call.lines.includes("landed, reply lost"));
+    const after = seen.find((call) => call.lines.includes("queued after"));
+    expect(doubted?.lines).toEqual(["landed, reply lost"]);
+    expect(after?.commitId).not.toBe(doubted?.commitId);
+    await manager.close();
+  });
+});

@@ -192,7 +192,7 @@ describe("a write whose outcome stayed unknown", () => {
       async transact(work: Parameters<NonNullable<MemoryStorageDriver["transact"]>>[0], options?: { commitId?: string }) {
         const commitId = options?.commitId;
         if (commitId && applied.has(commitId)) return; // it landed before: not again
-        await inner.transact((reader) =>
+        await (inner.transact as NonNullable<MemoryStorageDriver["transact"]>).call(inner, (reader) =>
           work(reader).then((writes) => {
             seen.push({ commitId, lines: writes.logs.flatMap((log) => log.entries.map((entry) => entry.output)) });
             return writes;

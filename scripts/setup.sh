@@ -16,11 +16,27 @@ command -v ceph-osd >/dev/null 2>&1 || apt_packages+=(ceph-osd)
 # The JSON driver's fault tests mount a FUSE file system whose folder fsync can be made to fail.
 command -v fusermount3 >/dev/null 2>&1 || apt_packages+=(fuse3)
 /usr/bin/python3 -c 'import fusepy' >/dev/null 2>&1 || apt_packages+=(python3-fusepy)
+# The container pass (scripts/test-containers.sh) runs the server drivers' suites again in
+# containers, on a private Docker engine of its own: dockerd, containerd, runc and the CLI.
+command -v dockerd >/dev/null 2>&1 || apt_packages+=(docker.io)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${apt_packages[*]} from apt"
+  # Installing docker.io must not start the system's own engine: the tests would then take it
+  # for theirs (the local-binary pass too). A policy-rc.d that says "no" keeps services down.
+  policy_guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy_guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_guard" >/dev/null
+    $SUDO chmod +x "$policy_guard"
+    trap '$SUDO rm -f "$policy_guard"' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  if [ -n "$policy_guard" ]; then
+    $SUDO rm -f "$policy_guard"
+    trap - EXIT
+  fi
 fi
 # The Debian redis-server and postgresql packages may start system services on their default
 # ports; tests never use them (each test run starts its own servers on free loopback ports).

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { request } from "node:http";
+import { ServiceUnavailableError } from "./errors.js";
 
 /**
  * True when a Docker engine answers on `DOCKER_HOST` (a unix socket) or the default socket.
@@ -22,4 +23,27 @@ export async function dockerReachable(): Promise<boolean> {
     });
     req.end();
   });
+}
+
+/**
+ * `TASKSTORE_REQUIRE_CONTAINERS=1` (set by the container pass, scripts/test-containers.sh): every
+ * server must come from a container; falling back to a local binary is an error.
+ */
+export function containersRequired(): boolean {
+  return process.env.TASKSTORE_REQUIRE_CONTAINERS === "1";
+}
+
+/**
+ * Whether a server is to be a container: yes when an engine answers; no (the local binary) when
+ * none does, unless containers are required, which throws `ServiceUnavailableError` instead.
+ */
+export async function useDocker(service: string, install: string): Promise<boolean> {
+  if (await dockerReachable()) return true;
+  if (containersRequired()) {
+    throw new ServiceUnavailableError(
+      service,
+      `TASKSTORE_REQUIRE_CONTAINERS=1 (the container pass) but no Docker engine answers on ${process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock"}; this pass never falls back to local binaries. ${install}`,
+    );
+  }
+  return false;
 }

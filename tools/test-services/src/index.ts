@@ -1,5 +1,14 @@
 export { exited, type NodeScriptOptions, runNodeScript, startNodeScript } from "./children.js";
-export { dockerReachable } from "./docker.js";
+export {
+  type ContainerInfo,
+  type ImageSet,
+  imageFor,
+  imageSet,
+  LOCAL_IMAGES,
+  networking,
+  OFFICIAL_IMAGES,
+} from "./container.js";
+export { containersRequired, dockerReachable } from "./docker.js";
 export { ServiceUnavailableError } from "./errors.js";
 export { type FaultyFolder, startFaultyFolder } from "./faulty-folder.js";
 export { LossyProxy, type LossyProxyOptions } from "./lossy-proxy.js";

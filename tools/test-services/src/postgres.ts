@@ -4,7 +4,8 @@ import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { dockerReachable } from "./docker.js";
+import { type ContainerInfo, imageFor, listenAddress, startContainer } from "./container.js";
+import { useDocker } from "./docker.js";
 import { ServiceUnavailableError } from "./errors.js";
 import { freePort, PortTakenError, type SpawnedServer, spawnServer, stopServer } from "./processes.js";
 
@@ -29,6 +30,8 @@ export interface PostgresServer {
   readonly host: string;
   readonly port: number;
   readonly source: "env" | "docker" | "local";
+  /** The container it runs in, when `source` is "docker". */
+  readonly container?: ContainerInfo;
   /** Stops the server (fast shutdown) and deletes its data. For a server from the environment: nothing. */
   stop(): Promise<void>;
   /** Immediate stop (`pg_ctl -m immediate`): no checkpoint, crash recovery on restart. Keeps the data folder. */
@@ -61,12 +64,12 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     };
   }
   const fsync = options.fsync ?? false;
-  if (await dockerReachable()) return startContainerPostgres(fsync);
+  if (await useDocker("PostgreSQL", INSTALL)) return startContainerPostgres(fsync);
   return startLocalPostgres(fsync);
 }
 
-function settings(port: number, fsync: boolean): string[] {
-  return ["-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", `fsync=${fsync ? "on" : "off"}`, "-c", "max_connections=200"];
+function settings(port: number, fsync: boolean, listen = "127.0.0.1"): string[] {
+  return ["-p", String(port), "-c", `listen_addresses=${listen}`, "-c", `fsync=${fsync ? "on" : "off"}`, "-c", "max_connections=200"];
 }
 
 async function startLocalPostgres(fsync: boolean): Promise<PostgresServer> {
@@ -149,35 +152,38 @@ async function startLocalPostgres(fsync: boolean): Promise<PostgresServer> {
   };
 }
 
+/**
+ * PostgreSQL in a container: the official image or taskstore-test/postgres (whose entrypoint
+ * behaves the same for what is used here: trust authentication, initdb on first start, the
+ * server as PID 1, data in /var/lib/postgresql/data). Ready when `pg_isready` reaches it over
+ * TCP, which the official image's initdb-time server (sockets only) never answers. Stopped and
+ * restarted with SIGINT (fast shutdown); `kill()` sends SIGQUIT to the postmaster, which is
+ * what `pg_ctl -m immediate stop` does: no checkpoint, crash recovery on the next start.
+ */
 async function startContainerPostgres(fsync: boolean): Promise<PostgresServer> {
   const port = await freePort();
-  const image = process.env.TASKSTORE_POSTGRES_IMAGE ?? "postgres:15";
-  process.env.TESTCONTAINERS_RYUK_DISABLED ??= "true";
-  process.env.TESTCONTAINERS_HOST_OVERRIDE ??= "127.0.0.1";
+  const image = imageFor("postgres");
   try {
-    const { GenericContainer, Wait } = await import("testcontainers");
-    const container = await new GenericContainer(image)
-      .withNetworkMode("host")
-      .withEnvironment({ POSTGRES_HOST_AUTH_METHOD: "trust" })
-      .withCommand(["postgres", ...settings(port, fsync)])
-      // The image's entrypoint runs a temporary server for initdb first: the second line is the real one.
-      .withWaitStrategy(Wait.forLogMessage(READY, 2))
-      .withStartupTimeout(60_000)
-      .start();
+    const server = await startContainer({
+      service: "postgres",
+      image,
+      environment: { POSTGRES_HOST_AUTH_METHOD: "trust" },
+      command: ["postgres", ...settings(port, fsync, listenAddress())],
+      ports: [port],
+      wait: (Wait) => Wait.forSuccessfulCommand(`pg_isready -q -h 127.0.0.1 -p ${port}`),
+      ready: async (self) => (await self.exec(["pg_isready", "-q", "-h", "127.0.0.1", "-p", String(port)])).exitCode === 0,
+      stopSignal: "SIGINT",
+      startupTimeoutMs: 60_000,
+    });
     return {
-      url: `postgres://postgres@127.0.0.1:${port}/postgres`,
-      host: "127.0.0.1",
+      url: `postgres://postgres@${server.host}:${port}/postgres`,
+      host: server.host,
       port,
       source: "docker",
-      stop: async () => {
-        await container.stop({ timeout: 5_000 });
-      },
-      kill: async () => {
-        await container.exec(["su", "postgres", "-c", "pg_ctl -D /var/lib/postgresql/data -m immediate stop"]);
-      },
-      restart: async () => {
-        await container.restart({ timeout: 5_000 });
-      },
+      container: { id: server.id, image: server.image },
+      stop: () => server.stop(),
+      kill: () => server.kill("SIGQUIT"),
+      restart: () => server.restart(),
     };
   } catch (error) {
     throw new ServiceUnavailableError(

@@ -1,9 +1,10 @@
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ContainerServer } from "./container.js";
-import { dockerReachable } from "./docker.js";
+import { type ContainerInfo, type ContainerServer, imageFor, listenAddress, networking, startContainer, tcpExchange } from "./container.js";
+import { useDocker } from "./docker.js";
 import { ServiceUnavailableError } from "./errors.js";
 import { freePort, PortTakenError, type SpawnedServer, spawnServer, stopServer } from "./processes.js";
 
@@ -30,6 +31,8 @@ export interface RedisServer {
   readonly port: number;
   /** Where the server came from. */
   readonly source: "env" | "docker" | "local";
+  /** The container it runs in, when `source` is "docker". */
+  readonly container?: ContainerInfo;
   /** Stops the server and deletes its data. For a server from the environment: nothing. */
   stop(): Promise<void>;
   /** SIGKILLs the server, keeping its data folder (a crash). */
@@ -44,6 +47,8 @@ export interface RedisCluster {
   /** Startup nodes in the shape ioredis' `Cluster` takes. */
   readonly nodes: { host: string; port: number }[];
   readonly source: "env" | "docker" | "local";
+  /** The containers of the masters, in `urls` order, when `source` is "docker". */
+  readonly containers?: ContainerInfo[];
   stop(): Promise<void>;
 }
 
@@ -55,12 +60,15 @@ export interface RedisCluster {
 export async function startRedis(options: StartRedisOptions = {}): Promise<RedisServer> {
   const fromEnv = process.env.TASKSTORE_REDIS_URL;
   if (fromEnv && !options.dedicated) return envServer(fromEnv);
-  const node = await startNode(options.appendonly ?? false, false);
+  const node = (await useDocker("Redis", INSTALL))
+    ? ((await startContainerNodes(1, options.appendonly ?? false, false))[0] as Node)
+    : await startLocalNode(options.appendonly ?? false, false);
   return {
-    url: `redis://127.0.0.1:${node.port}`,
-    host: "127.0.0.1",
+    url: `redis://${node.host}:${node.port}`,
+    host: node.host,
     port: node.port,
     source: node.source,
+    ...(node.container ? { container: node.container } : {}),
     stop: () => node.stop(),
     kill: () => node.kill(),
     restart: () => node.restart(),
@@ -82,7 +90,10 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
   if (masters < 3) throw new Error("test-services: a Redis Cluster needs at least 3 masters");
   const started: Node[] = [];
   try {
-    for (let i = 0; i < masters; i++) started.push(await startNode(false, true));
+    if (await useDocker("Redis", INSTALL)) started.push(...(await startContainerNodes(masters, false, true)));
+    else for (let i = 0; i < masters; i++) started.push(await startLocalNode(false, true));
+    // The nodes reach each other on 127.0.0.1: the host's network, or (port mapping) the network
+    // of the first node's container, which the others share.
     const addresses = started.map((node) => `127.0.0.1:${node.port}`);
     const first = started[0] as Node;
     const created = await first.cli(["--cluster", "create", ...addresses, "--cluster-replicas", "0", "--cluster-yes"]);
@@ -98,10 +109,12 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
     await Promise.all(started.map((node) => node.stop()));
     throw error;
   }
+  const containers = started.flatMap((node) => (node.container ? [node.container] : []));
   return {
-    urls: started.map((node) => `redis://127.0.0.1:${node.port}`),
-    nodes: started.map((node) => ({ host: "127.0.0.1", port: node.port })),
+    urls: started.map((node) => `redis://${node.host}:${node.port}`),
+    nodes: started.map((node) => ({ host: node.host, port: node.port })),
     source: (started[0] as Node).source,
+    ...(containers.length > 0 ? { containers } : {}),
     stop: async () => {
       await Promise.all(started.map((node) => node.stop()));
     },
@@ -126,8 +139,10 @@ function envServer(url: string): RedisServer {
 
 /** One redis-server, local or in a container, that can be stopped, killed and restarted. */
 interface Node {
+  host: string;
   port: number;
   source: "docker" | "local";
+  container?: ContainerInfo;
   /** Runs redis-cli beside the server. */
   cli(args: string[]): Promise<{ exitCode: number; output: string }>;
   stop(): Promise<void>;
@@ -135,48 +150,100 @@ interface Node {
   restart(): Promise<void>;
 }
 
-function serverArgs(port: number, busPort: number, dir: string, appendonly: boolean, cluster: boolean): string[] {
-  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir, "--daemonize", "no", "--logfile", ""];
+/**
+ * `busPort` undefined: the cluster bus on the default port + 10000 (every Redis version);
+ * a number: `--cluster-port` (Redis 7+), for local servers, whose port + 10000 may be past 65535.
+ */
+function serverArgs(
+  port: number,
+  busPort: number | undefined,
+  dir: string,
+  appendonly: boolean,
+  cluster: boolean,
+  bind = "127.0.0.1",
+): string[] {
+  const args = ["--port", String(port), "--bind", bind, "--save", "", "--dir", dir, "--daemonize", "no", "--logfile", ""];
+  // Clients of a published port come from the bridge, not loopback: protected mode would refuse them.
+  if (bind !== "127.0.0.1") args.push("--protected-mode", "no");
   args.push("--appendonly", appendonly ? "yes" : "no", "--appendfsync", "always");
   if (cluster) {
-    // cluster-port (Redis 7): the default bus port, port + 10000, may be past 65535 or taken.
     args.push("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000");
-    args.push("--cluster-port", String(busPort));
+    if (busPort !== undefined) args.push("--cluster-port", String(busPort));
   }
   return args;
 }
 
-async function startNode(appendonly: boolean, cluster: boolean): Promise<Node> {
-  if (await dockerReachable()) return startContainerNode(appendonly, cluster);
-  return startLocalNode(appendonly, cluster);
+/** True when `port` can be bound on loopback right now. */
+async function portFree(port: number): Promise<boolean> {
+  const server = createServer();
+  return new Promise((resolve) => {
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
 }
 
-async function startContainerNode(appendonly: boolean, cluster: boolean): Promise<Node> {
-  const port = await freePort();
-  const busPort = await freePort();
-  const image = process.env.TASKSTORE_REDIS_IMAGE ?? "redis:7";
-  let server: ContainerServer;
+/** A free port whose cluster bus port (+ 10000) is free too. */
+async function freeClusterPort(taken: Set<number>): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = await freePort();
+    if (port + 10_000 > 65_535 || taken.has(port) || taken.has(port + 10_000)) continue;
+    if (await portFree(port + 10_000)) return port;
+  }
+  throw new Error("test-services: found no free port whose port + 10000 is free too");
+}
+
+/**
+ * `count` redis-server containers. With host networking each has the host's network; with port
+ * mapping the first publishes every node's port and the others join its network, so the nodes
+ * of a cluster reach each other on 127.0.0.1 as they do on the host.
+ */
+async function startContainerNodes(count: number, appendonly: boolean, cluster: boolean): Promise<Node[]> {
+  const image = imageFor("redis");
+  const taken = new Set<number>();
+  const ports: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const port = cluster ? await freeClusterPort(taken) : await freePort();
+    taken.add(port).add(port + 10_000);
+    ports.push(port);
+  }
+  const nodes: Node[] = [];
+  const servers: ContainerServer[] = [];
   try {
-    // Loaded only here: testcontainers (and dockerode) is a heavy import that most runs never need.
-    const { startContainer } = await import("./container.js");
-    server = await startContainer(image, ["redis-server", ...serverArgs(port, busPort, "/data", appendonly, cluster)], READY);
+    for (const [i, port] of ports.entries()) {
+      const first = servers[0];
+      const server = await startContainer({
+        service: "redis",
+        image,
+        command: ["redis-server", ...serverArgs(port, undefined, "/data", appendonly, cluster, listenAddress())],
+        ports: i === 0 && networking() === "mapped" ? ports : [port],
+        ...(first && networking() === "mapped" ? { joinNetworkOf: first.id } : {}),
+        wait: (Wait) => Wait.forLogMessage(READY),
+        // "-LOADING" while it reads its append-only file back: ready on "+PONG".
+        ready: async (self) => /^\+PONG\r\n/.test(await tcpExchange(self.host, port, "PING\r\n", /\r\n/)),
+        startupTimeoutMs: 30_000,
+      });
+      servers.push(server);
+      nodes.push({
+        host: server.host,
+        port,
+        source: "docker",
+        container: { id: server.id, image: server.image },
+        cli: (args) => server.exec(["redis-cli", ...args]),
+        stop: () => server.stop(),
+        kill: () => server.kill("SIGKILL"),
+        restart: () => server.restart(),
+      });
+    }
   } catch (error) {
+    // Joined containers first: the first one holds their network.
+    for (const server of servers.reverse()) await server.stop().catch(() => undefined);
     throw new ServiceUnavailableError(
       "Redis",
       `Docker answered but the ${image} container did not start (${(error as Error).message}). ${INSTALL}`,
-      {
-        cause: error,
-      },
+      { cause: error },
     );
   }
-  return {
-    port,
-    source: "docker",
-    cli: (args) => server.exec(["redis-cli", ...args]),
-    stop: () => server.stop(),
-    kill: () => server.kill(),
-    restart: () => server.restart(),
-  };
+  return nodes;
 }
 
 async function startLocalNode(appendonly: boolean, cluster: boolean): Promise<Node> {
@@ -216,6 +283,7 @@ async function startLocalNode(appendonly: boolean, cluster: boolean): Promise<No
     }
   }
   return {
+    host: "127.0.0.1",
     port,
     source: "local",
     cli: (args) => runCli(["-p", String(port), ...args]),

@@ -20,6 +20,8 @@ function send(port: number, command: string): Promise<string> {
       }
     });
     socket.on("error", reject);
+    // Closed with no whole reply: what a port-mapping proxy does when its container is gone.
+    socket.on("close", () => reject(new Error(`connection to ${port} closed before a reply: ${JSON.stringify(reply)}`)));
   });
 }
 

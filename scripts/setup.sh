@@ -19,6 +19,9 @@ command -v fusermount3 >/dev/null 2>&1 || apt_packages+=(fuse3)
 # The container pass (scripts/test-containers.sh) runs the server drivers' suites again in
 # containers, on a private Docker engine of its own: dockerd, containerd, runc and the CLI.
 command -v dockerd >/dev/null 2>&1 || apt_packages+=(docker.io)
+# The CLI's completion tests source its scripts in real zsh and fish (bash is always there).
+command -v zsh >/dev/null 2>&1 || apt_packages+=(zsh)
+command -v fish >/dev/null 2>&1 || apt_packages+=(fish)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${apt_packages[*]} from apt"

@@ -1,12 +1,15 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { type Command, type Context, durationArg, type OptionSpec, type ParsedArgs } from "./command.js";
+import { completeWords, completion, registry } from "./commands/completion.js";
 import { copy } from "./commands/copy.js";
 import { log } from "./commands/log.js";
+import { run } from "./commands/run.js";
 import { backup, diagnose, migrate, restore } from "./commands/store.js";
-import { add, assign, cancel, complete, fail, link, list, pause, progress, resume, retry, rm, show, start } from "./commands/tasks.js";
+import { add, assign, cancel, complete, edit, fail, link, pause, progress, resume, retry, rm, start } from "./commands/tasks.js";
+import { list, show } from "./commands/view.js";
 import { EXIT_CODES, reportError } from "./exit-codes.js";
-import { STOP_SIGNALS, type StopSignal, WriteGate } from "./interrupt.js";
+import { SignalRouter, STOP_SIGNALS, type StopSignal, WriteGate } from "./interrupt.js";
 import { escapeText, jsonText } from "./text.js";
 import { UsageError } from "./usage-error.js";
 
@@ -20,6 +23,7 @@ const WRITE_GRACE_MS = 3_000;
 /** Every verb, in the order the help lists them. */
 export const COMMANDS: Command[] = [
   add,
+  edit,
   list,
   show,
   start,
@@ -31,6 +35,7 @@ export const COMMANDS: Command[] = [
   retry,
   progress,
   log,
+  run,
   link,
   assign,
   rm,
@@ -39,6 +44,8 @@ export const COMMANDS: Command[] = [
   migrate,
   copy,
   diagnose,
+  completion,
+  completeWords,
 ];
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
@@ -49,30 +56,47 @@ const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     value: "DURATION",
     description: "how long to wait for the store's lock (default $TASKSTORE_LOCK_TIMEOUT, else 30s)",
   },
-  help: { type: "boolean", short: "h", description: "help (for a verb: taskstore <verb> --help)" },
+  help: { type: "boolean", short: "h", description: "help (for a verb: taskstore <verb> --help, or taskstore help <verb>)" },
   version: { type: "boolean", short: "V", description: "the version" },
 };
 
 export interface MainIO {
   stdout: Context["stdout"];
   stderr: Context["stderr"];
+  /** For `log --stdin` and the prompts of destructive verbs (default: `process.stdin`). */
+  stdin?: Context["stdin"];
   env: NodeJS.ProcessEnv;
   /** Resolves on SIGINT/SIGTERM, with the signal's name (taken as "SIGINT" when it resolves with anything else). */
   interrupted: Promise<unknown>;
+  /**
+   * Instead of `interrupted`, every SIGINT/SIGTERM: `main` gives a router that answers true when
+   * the command took the signal over (`run` passes it to its child), false when it stops the
+   * command (the caller may then end the process at a second signal).
+   */
+  signals?: (route: (signal: StopSignal) => boolean) => void;
+  /** Resolves when stdout was closed by its reader (EPIPE): a verb that writes until stopped ends. */
+  outputClosed?: Promise<unknown>;
 }
 
 /** Runs one command line; resolves with the exit code. Never throws. */
 export async function main(argv: string[], io: MainIO): Promise<number> {
-  let json = argv.includes("--json");
+  const dashes = argv.indexOf("--");
+  let json = (dashes === -1 ? argv : argv.slice(0, dashes)).includes("--json");
+  const router = new SignalRouter();
+  if (io.signals) io.signals((signal) => router.deliver(signal));
+  else io.interrupted.then((signal) => router.deliver(signal === "SIGTERM" ? "SIGTERM" : "SIGINT"));
   try {
     const verbAt = findVerb(argv);
     const verbName = verbAt === -1 ? undefined : argv[verbAt];
     const rest = verbAt === -1 ? argv : [...argv.slice(0, verbAt), ...argv.slice(verbAt + 1)];
-    const command = verbName === undefined ? undefined : COMMANDS.find((c) => c.name === verbName);
+    const command = verbName === undefined ? undefined : findCommand(verbName);
     if (verbName !== undefined && !command) {
-      throw new UsageError(`unknown verb "${verbName}"; the verbs are: ${COMMANDS.map((c) => c.name).join(", ")}`);
+      throw new UsageError(`unknown verb "${verbName}"; the verbs are: ${visibleNames().join(", ")}`);
     }
-    const args = parse(rest, command);
+    // A verb that runs a command (`run -- make test`) takes everything after `--` as it is.
+    const dashAt = command?.takesCommand ? rest.indexOf("--") : -1;
+    const args = parse(dashAt === -1 ? rest : rest.slice(0, dashAt), command);
+    if (dashAt !== -1) args.command = rest.slice(dashAt + 1);
     json = args.values.json === true;
     if (args.values.version === true) {
       io.stdout.write(`${version()}\n`);
@@ -88,6 +112,9 @@ export async function main(argv: string[], io: MainIO): Promise<number> {
       return EXIT_CODES.OK;
     }
     const { min, max } = command.positionals;
+    if (command.takesCommand && args.positionals.length > max) {
+      throw new UsageError(`put the command after --: taskstore ${command.name} -- ${args.positionals.join(" ")}`, command.name);
+    }
     if (args.positionals.length < min) throw new UsageError(`missing arguments: taskstore ${command.usage}`, command.name);
     if (args.positionals.length > max) {
       throw new UsageError(
@@ -105,30 +132,75 @@ export async function main(argv: string[], io: MainIO): Promise<number> {
       lockTimeoutMs: durationArg(lockRaw, "--lock-timeout", command.name),
       stdout: io.stdout,
       stderr: io.stderr,
-      interrupted: io.interrupted,
+      stdin: io.stdin ?? process.stdin,
+      env: io.env,
+      interrupted: router.stopped,
+      outputClosed: (io.outputClosed ?? new Promise<never>(() => undefined)).then(() => undefined),
+      takeSignals: (listener) => router.take(listener),
       gate,
     };
     const running = command.run(ctx, args);
     if (command.runsUntilInterrupted?.(args)) {
-      await running; // it ends by itself on the signal
-      return EXIT_CODES.OK;
+      // It ends by itself on the signal (or when its output is closed).
+      return exitCodeOf(await running);
     }
     // Any other command is stopped here at the first SIGINT/SIGTERM, whatever it is waiting for.
     const outcome = await Promise.race([
-      running.then(() => ({ done: true as const })),
-      io.interrupted.then((signal) => ({ done: false as const, signal: (signal === "SIGTERM" ? "SIGTERM" : "SIGINT") as StopSignal })),
+      running.then((code) => ({ done: true as const, code })),
+      router.stopped.then((signal) => ({ done: false as const, signal })),
     ]);
-    if (outcome.done) return EXIT_CODES.OK;
+    if (outcome.done) return exitCodeOf(outcome.code);
     running.catch(() => undefined); // it may still fail, refused by the gate: nothing to report
     return await interrupted(io, json, gate, outcome.signal);
   } catch (error) {
     const report = reportError(error);
     const verb = (error as { verb?: unknown }).verb;
     const hint = report.code === "USAGE" ? ` (see taskstore ${typeof verb === "string" ? `${verb} ` : ""}--help)` : "";
-    if (json) io.stderr.write(`${jsonText({ error: { code: report.code, exitCode: report.exitCode, message: report.message } })}\n`);
+    const candidates = (error as { candidates?: unknown }).candidates;
+    const extra = Array.isArray(candidates) ? { candidates } : {};
+    if (json)
+      io.stderr.write(`${jsonText({ error: { code: report.code, exitCode: report.exitCode, message: report.message, ...extra } })}\n`);
     else io.stderr.write(`taskstore: ${escapeText(report.message)}${hint}\n`);
     return report.exitCode;
   }
+}
+
+/** What a verb's work resolved with, as an exit code. */
+function exitCodeOf(value: unknown): number {
+  return typeof value === "number" ? value : EXIT_CODES.OK;
+}
+
+/** A verb by name, the hidden ones included. */
+function findCommand(name: string): Command | undefined {
+  return COMMANDS.find((c) => c.name === name);
+}
+
+/** `taskstore help` (the verbs) and `taskstore help VERB` (one verb), on stdout, exit 0. */
+const helpVerb: Command = {
+  name: "help",
+  summary: "this help, or one verb's: taskstore help VERB",
+  usage: "help [verb]",
+  details: "The same as taskstore --help, or taskstore <verb> --help.",
+  options: {},
+  positionals: { min: 0, max: 1 },
+  completes: ["verb"],
+  async run(ctx, args) {
+    const [name] = args.positionals;
+    if (name === undefined) {
+      ctx.stdout.write(topHelp());
+      return;
+    }
+    const command = findCommand(name);
+    if (!command) throw new UsageError(`unknown verb "${name}"; the verbs are: ${visibleNames().join(", ")}`, "help");
+    ctx.stdout.write(verbHelp(command));
+  },
+};
+COMMANDS.push(helpVerb);
+registry.commands = COMMANDS;
+registry.globals = GLOBAL_OPTIONS;
+
+function visibleNames(): string[] {
+  return COMMANDS.filter((c) => !c.hidden).map((c) => c.name);
 }
 
 /**
@@ -209,14 +281,15 @@ export function verbHelp(command: Command): string {
 }
 
 export function topHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  const shown = COMMANDS.filter((c) => !c.hidden);
+  const width = Math.max(...shown.map((c) => c.name.length));
   return [
     "Usage: taskstore [--store URL] [--json] <verb> [arguments] [options]",
     "",
     "The durable task store of a coding agent, from the shell.",
     "",
     "Verbs:",
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...shown.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     "",
     "Global options:",
     ...optionLines(GLOBAL_OPTIONS),
@@ -231,7 +304,10 @@ export function topHelp(): string {
     "Exit codes: 0 ok, 1 unexpected, 2 usage or invalid input, 3 not found, 4 invalid transition or cycle,",
     "  5 lock timeout, 6 corrupt store (no usable backup), 7 storage unavailable (nothing written),",
     "  8 driver package not installed, 9 store written by a newer major version, 10 conflict,",
-    "  11 not supported by the driver, 12 copy target not empty, 130/143 interrupted (SIGINT/SIGTERM).",
+    "  11 not supported by the driver, 12 copy target not empty, 13 ambiguous id prefix, 14 not confirmed,",
+    "  130/143 interrupted (SIGINT/SIGTERM); run: the command's own exit code.",
+    "",
+    "Ids: a task's whole id, or a prefix of at least 4 characters that only one id starts with.",
     "",
     'Start: taskstore add "My first task" && taskstore list',
     "",

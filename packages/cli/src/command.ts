@@ -1,5 +1,5 @@
 import { EventBus, StorageUnavailableError, TaskManager, TaskStoreError } from "@taskstore/core";
-import type { WriteGate } from "./interrupt.js";
+import type { StopSignal, WriteGate } from "./interrupt.js";
 import { type OpenStore, openStore } from "./open-store.js";
 import { escapeText, jsonText } from "./text.js";
 import { isIoError, UsageError } from "./usage-error.js";
@@ -10,10 +10,20 @@ export interface Context {
   storeUrl: string | undefined;
   json: boolean;
   lockTimeoutMs: number | undefined;
-  stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  /** The user's environment (colours, locale, terminal width; what `run` gives its command). */
+  env: NodeJS.ProcessEnv;
   /** Resolves when the user asks to stop (SIGINT, SIGTERM): for verbs that run until stopped. */
   interrupted: Promise<unknown>;
+  /** Resolves when stdout's reader went away (a closed pipe): nobody reads what follows. */
+  outputClosed: Promise<void>;
+  /**
+   * Takes SIGINT/SIGTERM over (they no longer stop the command) until the returned function is
+   * called; throws `InterruptedError` when a signal already stopped it.
+   */
+  takeSignals(listener: (signal: StopSignal) => void): () => void;
   /** The command's writes, which an interrupt waits for or refuses. */
   gate: WriteGate;
 }
@@ -25,11 +35,18 @@ export interface OptionSpec {
   /** For help: the value's name, like "ID". */
   value?: string;
   description: string;
+  /** What shell completion offers for the value: task ids, or a fixed list. */
+  complete?: Completion;
 }
+
+/** What shell completion offers: task ids, verbs, or a fixed list of words. */
+export type Completion = "id" | "verb" | readonly string[];
 
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | boolean[] | undefined>;
   positionals: string[];
+  /** What follows `--`, for a verb that `takesCommand`. */
+  command?: string[];
 }
 
 /** A verb: its help, its options, and what it does. */
@@ -43,13 +60,20 @@ export interface Command {
   details?: string;
   options: Record<string, OptionSpec>;
   positionals: { min: number; max: number };
+  /** The verb takes a command line after `--` (`run -- make test`), given as `args.command`. */
+  takesCommand?: boolean;
+  /** Left out of the help's list of verbs (`__complete`). */
+  hidden?: boolean;
+  /** What shell completion offers for each positional argument, in order (none past the end). */
+  completes?: (Completion | undefined)[];
   /**
    * True when this command line runs until the user stops it (`log --follow`) and ends by itself,
    * with exit 0, on SIGINT/SIGTERM (`ctx.interrupted`). Every other command is stopped by the
    * CLI: exit 130/143.
    */
   runsUntilInterrupted?(args: ParsedArgs): boolean;
-  run(ctx: Context, args: ParsedArgs): Promise<void>;
+  /** Does the work; may resolve with the exit code (`run`: the command's), anything but a number meaning 0. */
+  run(ctx: Context, args: ParsedArgs): Promise<unknown>;
 }
 
 /** Prints a result: `json` as one JSON document with `--json`, else `text`. */

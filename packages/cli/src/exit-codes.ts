@@ -21,7 +21,12 @@ export const EXIT_CODES = {
   CONFLICT: 10,
   UNSUPPORTED: 11,
   TARGET_NOT_EMPTY: 12,
+  AMBIGUOUS_ID: 13,
+  NOT_CONFIRMED: 14,
 } as const;
+
+/** Codes of the CLI's own errors (usage-error.ts, id-prefix.ts, confirm.ts); every other code is core's. */
+const CLI_CODES = new Set(["USAGE", "TARGET_NOT_EMPTY", "AMBIGUOUS_ID", "NOT_CONFIRMED"]);
 
 export type ExitCodeName = keyof typeof EXIT_CODES;
 
@@ -47,5 +52,5 @@ export function reportError(error: unknown): ErrorReport {
 function codeOf(error: unknown): string | undefined {
   if (TaskStoreError.isInstance(error)) return error.code;
   const code = (error as { code?: unknown } | null)?.code;
-  return code === "USAGE" || code === "TARGET_NOT_EMPTY" ? code : undefined;
+  return typeof code === "string" && CLI_CODES.has(code) ? code : undefined;
 }

@@ -124,3 +124,46 @@ function isEmpty(writes: WriteSet | undefined): boolean {
   if (!writes) return true;
   return writes.puts.length === 0 && writes.logs.length === 0 && writes.deletes.length === 0 && writes.version === undefined;
 }
+
+/**
+ * Where the signals of one command go. By default the first SIGINT/SIGTERM stops the command
+ * (`stopped` resolves, and the CLI ends it with 130/143). A verb that runs a child process
+ * (`run`) takes the signals over while the child lives, to pass them on: those signals are then
+ * its own, and neither stop the command nor count as a second signal.
+ */
+export class SignalRouter {
+  /** The signal that stopped the command, once one did. */
+  stoppedBy: StopSignal | undefined;
+  readonly stopped: Promise<StopSignal>;
+  private resolveStopped!: (signal: StopSignal) => void;
+  private owner: ((signal: StopSignal) => void) | undefined;
+
+  constructor() {
+    this.stopped = new Promise((resolve) => {
+      this.resolveStopped = resolve;
+    });
+  }
+
+  /** Hands a signal to its owner, or stops the command; true when an owner took it. */
+  deliver(signal: StopSignal): boolean {
+    if (this.owner) {
+      this.owner(signal);
+      return true;
+    }
+    this.stoppedBy ??= signal;
+    this.resolveStopped(signal);
+    return false;
+  }
+
+  /**
+   * Takes the signals over until the returned function is called. Throws `InterruptedError` when
+   * a signal already stopped the command: nothing new (a child process) may start then.
+   */
+  take(listener: (signal: StopSignal) => void): () => void {
+    if (this.stoppedBy) throw new InterruptedError();
+    this.owner = listener;
+    return () => {
+      if (this.owner === listener) this.owner = undefined;
+    };
+  }
+}

@@ -1,4 +1,4 @@
-import { cp, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, readdir, readFile, realpath, symlink, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -38,6 +38,14 @@ describe("taskstore errors", () => {
     await cp(path.join(PACKAGE_DIR, "package.json"), path.join(scope, "cli", "package.json"));
     await symlink(path.resolve(PACKAGE_DIR, "../core"), path.join(scope, "core"), "dir");
     await symlink(path.resolve(PACKAGE_DIR, "../../drivers/json-file"), path.join(scope, "driver-json-file"), "dir");
+    // The CLI's own dependencies, as a real install has them.
+    for (const dependency of ["string-width", "cli-progress"]) {
+      await symlink(
+        await realpath(path.join(PACKAGE_DIR, "node_modules", dependency)),
+        path.join(install, "node_modules", dependency),
+        "dir",
+      );
+    }
     const bin = path.join(scope, "cli", "dist", "bin.js");
     const db = path.join(install, "tasks.db");
     const result = await run(["--store", `sqlite:${db}`, "add", "x"], { env: home.env, cwd: install, bin });

@@ -24,6 +24,9 @@ export async function makeHome(): Promise<{ dir: string; env: NodeJS.ProcessEnv;
   delete env.TASKSTORE_LOCK_TIMEOUT;
   // pnpm's bin wrappers set NODE_PATH to the whole workspace's packages; a user's shell has none.
   delete env.NODE_PATH;
+  // The terminal's look comes from these; a test that wants one sets it.
+  for (const name of ["FORCE_COLOR", "NO_COLOR", "COLUMNS", "LC_ALL", "LC_CTYPE", "TERM"]) delete env[name];
+  env.LANG = "C.UTF-8";
   return { dir, env, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
@@ -213,5 +216,30 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
         reject(error);
       },
     );
+  });
+}
+
+/** `args` as one shell command line (each argument single-quoted). */
+export function shellLine(args: string[]): string {
+  return args.map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(" ");
+}
+
+/**
+ * Runs a shell command line in a real pseudo-terminal (util-linux `script`): stdin, stdout and
+ * stderr are the terminal, which is `columns` wide. Resolves with what the terminal showed (line
+ * ends as `\n`) and the exit code.
+ */
+export function inTerminal(line: string, env: NodeJS.ProcessEnv, options: { columns?: number; input?: string } = {}) {
+  const sized = options.columns === undefined ? line : `stty cols ${options.columns}; ${line}`;
+  return new Promise<{ code: number; output: string }>((resolve, reject) => {
+    const child = execFile("script", ["-qec", sized, "/dev/null"], { env, cwd: env.HOME, timeout: 60_000 }, (error, stdout) => {
+      if (error && typeof error.code !== "number") {
+        reject(error);
+        return;
+      }
+      resolve({ code: typeof error?.code === "number" ? error.code : 0, output: stdout.replace(/\r\n/g, "\n") });
+    });
+    if (options.input !== undefined) child.stdin?.end(options.input);
+    else child.stdin?.end();
   });
 }

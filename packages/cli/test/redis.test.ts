@@ -43,7 +43,7 @@ describe("taskstore against Redis", () => {
     expect(shown).toMatchObject({ id: kid, parentId: parent, assignedTo: "db-agent", status: "completed", metadata: { env: "prod" } });
     expect(shown.progress.percent).toBe(100);
     expect(shown.logs.map((e) => e.output)).toEqual(["ALTER TABLE done"]);
-    const { tasks } = await json<{ tasks: { id: string; children: string[] }[] }>(ts("list"), opts);
+    const { tasks } = await json<{ tasks: { id: string; children: string[] }[] }>(ts("list", "--all"), opts);
     expect(tasks.map((t) => t.id)).toEqual([parent, kid]);
     expect(tasks[0]?.children).toEqual([kid]);
     expect((await run(ts("start", kid), opts)).code).toBe(4);

@@ -2,8 +2,10 @@ import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import type { TaskChange } from "@taskstore/core";
 import { parseStoreUrl, type StoreSpec } from "@taskstore/core";
-import { type Command, type Context, output, stringArg, withStore } from "../command.js";
+import { type Command, output, stringArg, withStore } from "../command.js";
+import { backupFirst, backupNote, confirm, GUARD_OPTIONS, isDryRun } from "../confirm.js";
 import { loadDriverModule, storeFile } from "../open-store.js";
+import { progressBar } from "../progress.js";
 import { escapeText } from "../text.js";
 import { TargetNotEmptyError, UsageError } from "../usage-error.js";
 
@@ -13,20 +15,24 @@ const CHUNK = 200;
 export const copy: Command = {
   name: "copy",
   summary: "copy every task, log and relation from one store to another",
-  usage: "copy --to URL [--from URL] [--force | --merge]",
+  usage: "copy --to URL [--from URL] [--force | --merge] [--yes] [--dry-run]",
   details: `--from defaults to the store (--store / TASKSTORE_URL / the default file).
 A target that already holds tasks is refused (exit 12) unless:
   --force  replace it: the target's tasks are deleted first, so it ends up holding exactly the source's
   --merge  keep the target's tasks; a source task with the same id overwrites the target's
+--force on a terminal asks y/N first (--yes does not ask; off a terminal it does not ask), and
+backs the target up first when its driver can (taskstore --store TARGET restore undoes it).
+--dry-run says what would be copied and replaced, and changes nothing.
 Tasks are written in atomic batches of ${CHUNK}; an interrupted copy leaves the batches already written.
-A progress bar goes to stderr when stderr is a terminal.
---json prints { "from", "to", "tasks", "logEntries", "mode" }.
+A progress bar (count, rate, time left) goes to stderr when stderr is a terminal.
+--json prints { "from", "to", "tasks", "logEntries", "mode", "replaced"?, "backedUp"? } ("dryRun": true with --dry-run).
 Example: taskstore copy --from file:~/.config/kilocode/tasks.json --to sqlite:/var/lib/agent/tasks.db`,
   options: {
     from: { type: "string", value: "URL", description: "the source store (default: the store)" },
     to: { type: "string", value: "URL", description: "the target store" },
     force: { type: "boolean", description: "replace a non-empty target" },
     merge: { type: "boolean", description: "add to a non-empty target, overwriting same ids" },
+    ...GUARD_OPTIONS,
   },
   positionals: { min: 0, max: 0 },
   async run(ctx, args) {
@@ -46,7 +52,8 @@ Example: taskstore copy --from file:~/.config/kilocode/tasks.json --to sqlite:/v
     if (fromId === toId) throw new UsageError(`--from and --to are the same store (${escapeText(toSpec.display)})`, "copy");
 
     const tasks = await withStore(ctx, (source) => source.repository.loadAll(), { url: fromUrl });
-    const summary = await withStore(
+    const dryRun = isDryRun(args);
+    const result = await withStore(
       ctx,
       async (target) => {
         const existing = await target.repository.loadAll();
@@ -55,51 +62,49 @@ Example: taskstore copy --from file:~/.config/kilocode/tasks.json --to sqlite:/v
             `the target ${target.display} already holds ${existing.length} tasks: use --force to replace them or --merge to add to them`,
           );
         }
+        const summary = {
+          from: fromDisplay,
+          to: target.display,
+          tasks: tasks.length,
+          logEntries: tasks.reduce((n, task) => n + task.logs.length, 0),
+          ...(force ? { replaced: existing.length } : {}),
+        };
+        if (dryRun) return { ...summary, dryRun: true as const };
+        let backup: string | boolean = false;
         if (force && existing.length > 0) {
+          await confirm(
+            ctx,
+            args,
+            escapeText(`replace the ${existing.length} tasks of ${target.display} with the ${tasks.length} tasks of ${fromDisplay}?`),
+          );
+          backup = await backupFirst(target);
           const at = Date.now();
           await target.repository.apply(
             existing.map((task): TaskChange => ({ type: "remove", id: task.id, at })),
             { operation: "copy" },
           );
         }
-        const bar = progressReporter(ctx, tasks.length);
-        for (let i = 0; i < tasks.length; i += CHUNK) {
-          await target.repository.saveMany(tasks.slice(i, i + CHUNK));
-          bar(Math.min(tasks.length, i + CHUNK));
+        const bar = progressBar(ctx, "copy", tasks.length);
+        try {
+          for (let i = 0; i < tasks.length; i += CHUNK) {
+            await target.repository.saveMany(tasks.slice(i, i + CHUNK));
+            bar.tick(Math.min(tasks.length, i + CHUNK));
+          }
+        } finally {
+          bar.done();
         }
-        bar.done();
-        return {
-          from: fromDisplay,
-          to: target.display,
-          tasks: tasks.length,
-          logEntries: tasks.reduce((n, task) => n + task.logs.length, 0),
-        };
+        return { ...summary, dryRun: false as const, ...(force && existing.length > 0 ? { backedUp: backup !== false } : {}), backup };
       },
       { url: toUrl },
     );
     const mode = force ? "replace" : merge ? "merge" : "new";
-    output(ctx, escapeText(`copied ${summary.tasks} tasks and ${summary.logEntries} log entries from ${summary.from} to ${summary.to}`), {
-      ...summary,
-      mode,
-    });
+    const { dryRun: dry, backup, ...report } = { backup: false as string | boolean, ...result };
+    const replaced = report.replaced ? `, replacing its ${report.replaced} tasks` : "";
+    const what = `${report.tasks} tasks and ${report.logEntries} log entries from ${report.from} to ${report.to}${replaced}`;
+    if (dry) output(ctx, `${escapeText(`would copy ${what}`)} (dry run: nothing was changed)`, { ...report, mode, dryRun: true });
+    else output(ctx, `${escapeText(`copied ${what}`)}${backupNote(backup)}`, { ...report, mode });
   },
 };
-
-/** A one-line bar on stderr, redrawn in place; nothing at all when stderr is not a terminal. */
-function progressReporter(ctx: Context, total: number): ((done: number) => void) & { done(): void } {
-  const tty = ctx.stderr.isTTY === true;
-  const draw = (done: number) => {
-    if (!tty) return;
-    const width = 30;
-    const filled = total === 0 ? width : Math.round((done / total) * width);
-    ctx.stderr.write(`\r[${"#".repeat(filled)}${" ".repeat(width - filled)}] ${done}/${total} tasks`);
-  };
-  return Object.assign(draw, {
-    done() {
-      if (tty) ctx.stderr.write("\n");
-    },
-  });
-}
 
 /**
  * What a store is, whatever it is called: for a file store, the file itself (device and inode

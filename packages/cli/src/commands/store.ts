@@ -1,7 +1,9 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Diagnostics, isLegacyData, migrateLegacy, redactText } from "@taskstore/core";
+import { type Diagnostics, isLegacyData, migrateLegacy, redactText, UnsupportedError } from "@taskstore/core";
 import { type Command, output, stringArg, withStore } from "../command.js";
+import { confirm, GUARD_OPTIONS, isDryRun } from "../confirm.js";
+import { progressBar } from "../progress.js";
 import { formatBytes, formatTime } from "../render.js";
 import { escapeText } from "../text.js";
 import { UsageError } from "../usage-error.js";
@@ -28,17 +30,42 @@ export const backup: Command = {
 export const restore: Command = {
   name: "restore",
   summary: "put the last backup in place of the store (the current store is moved aside, never deleted)",
-  usage: "restore",
-  details:
-    'Needs a driver that can restore (exit 11 otherwise); no usable backup is exit 6 and leaves the store as it was.\n--json prints { "restoredFrom", "movedTo" }.',
-  options: {},
+  usage: "restore [--yes] [--dry-run]",
+  details: `Needs a driver that can restore (exit 11 otherwise); no usable backup is exit 6 and leaves the store as it was.
+On a terminal it asks y/N first; --yes does not ask; off a terminal it does not ask. It makes no
+backup first (that would replace the very backup it restores): the driver moves the current store
+aside instead. --dry-run says which backup would be restored and changes nothing.
+--json prints { "restoredFrom", "movedTo" } (with --dry-run: { "dryRun": true, "backup"?, "lastBackupAt"? }).`,
+  options: { ...GUARD_OPTIONS },
   positionals: { min: 0, max: 0 },
-  async run(ctx) {
-    const result = await withStore(ctx, (store) => store.repository.restore());
-    const aside = result.movedTo ? `; the replaced store is kept as ${result.movedTo}` : "";
-    output(ctx, escapeText(`restored from ${redactText(result.restoredFrom)}${aside}`), result);
+  async run(ctx, args) {
+    const result = await withStore(ctx, async (store) => {
+      const capabilities = await store.repository.capabilities();
+      if (!capabilities.restore) throw new UnsupportedError(`${store.display}: this driver cannot restore a backup`);
+      const description = await store.driver.describe?.().catch(() => undefined);
+      const location = typeof description?.backupLocation === "string" ? redactText(description.backupLocation) : undefined;
+      const at = description?.lastBackupAt;
+      const which = `${location ? ` (${location}` : ""}${at !== undefined ? `${location ? ", " : " ("}made ${formatTime(at)}` : ""}${location || at !== undefined ? ")" : ""}`;
+      if (isDryRun(args)) return { dryRun: true as const, store: store.display, which, location, at };
+      await confirm(ctx, args, escapeText(`replace ${store.display} with its last backup${which}? The current store is moved aside.`));
+      return { dryRun: false as const, restored: await store.repository.restore() };
+    });
+    if (result.dryRun) {
+      output(ctx, escapeText(`would restore ${result.store} from its last backup${result.which} (dry run: nothing was changed)`), {
+        dryRun: true,
+        ...(result.location ? { backup: result.location } : {}),
+        ...(result.at !== undefined ? { lastBackupAt: result.at } : {}),
+      });
+      return;
+    }
+    const restored = result.restored;
+    const aside = restored.movedTo ? `; the replaced store is kept as ${restored.movedTo}` : "";
+    output(ctx, escapeText(`restored from ${redactText(restored.restoredFrom)}${aside}`), restored);
   },
 };
+
+/** Todos per atomic write of `migrate --from`: a live progress bar, and an interrupted import a second run completes. */
+const IMPORT_BATCH = 200;
 
 export const migrate: Command = {
   name: "migrate",
@@ -46,9 +73,12 @@ export const migrate: Command = {
   usage: "migrate [--from LEGACY.json]",
   details: `Without --from: converts the store itself when it is in the legacy format (the original is kept
 as a backup; json-file also keeps tasks.legacy.json). A store already current is left alone.
-With --from: adds the legacy file's todos to the store as new tasks; the file is not changed.
+With --from: adds the legacy file's todos to the store as new tasks, in atomic batches of 200 with
+a progress bar on stderr when it is a terminal; the file is not changed. Each task records which
+todo of which file it is (metadata.legacy), so running the same import again (after an
+interrupted one) adds only the todos not imported yet.
 Completed todos become completed tasks at 100%, the others pending at 0%.
---json prints { "migrated": N, "from"? }.`,
+--json prints { "migrated": N, "from"?, "skipped"? }.`,
   options: { from: { type: "string", value: "FILE", description: "a legacy todo file to import" } },
   positionals: { min: 0, max: 0 },
   async run(ctx, args) {
@@ -75,14 +105,37 @@ Completed todos become completed tasks at 100%, the others pending at 0%.
     }
     if (!isLegacyData(data)) throw new UsageError(`${file} is not a legacy todo file (a JSON array of { "text", "completed" })`, "migrate");
     const { tasks } = migrateLegacy(data);
-    await withStore(
+    // Each task says which todo of which file it came from: a second run (after an interrupted
+    // one, say) adds only the todos not imported yet, so it never duplicates any.
+    for (const task of tasks) (task.metadata.legacy as Record<string, unknown>).from = file;
+    const { imported, skipped } = await withStore(
       ctx,
       async (store) => {
-        if (tasks.length > 0) await store.repository.saveMany(tasks);
+        const before = new Set<number>();
+        for (const task of await store.repository.loadAll()) {
+          const legacy = (task.metadata as { legacy?: { from?: unknown; index?: unknown } } | undefined)?.legacy;
+          if (legacy?.from === file && typeof legacy.index === "number") before.add(legacy.index);
+        }
+        const todo = tasks.filter((task) => !before.has((task.metadata.legacy as { index: number }).index));
+        const bar = progressBar(ctx, "migrate", todo.length, "todos");
+        try {
+          for (let i = 0; i < todo.length; i += IMPORT_BATCH) {
+            await store.repository.saveMany(todo.slice(i, i + IMPORT_BATCH));
+            bar.tick(Math.min(todo.length, i + IMPORT_BATCH));
+          }
+        } finally {
+          bar.done();
+        }
+        return { imported: todo.length, skipped: tasks.length - todo.length };
       },
       { writes: true },
     );
-    output(ctx, escapeText(`imported ${tasks.length} legacy todos from ${file}`), { migrated: tasks.length, from: file });
+    const again = skipped > 0 ? `; ${skipped} imported before were left as they are` : "";
+    output(ctx, escapeText(`imported ${imported} legacy todos from ${file}${again}`), {
+      migrated: imported,
+      from: file,
+      ...(skipped > 0 ? { skipped } : {}),
+    });
   },
 };
 

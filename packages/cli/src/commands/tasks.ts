@@ -1,31 +1,11 @@
-import { type StoredTask, TaskIdSchema, type TaskManager, TaskNotFoundError, type TaskStatus, ValidationError } from "@taskstore/core";
-import {
-  type Command,
-  type Context,
-  durationArg,
-  notice,
-  numberArg,
-  output,
-  type ParsedArgs,
-  stringArg,
-  withManager,
-  withStore,
-} from "../command.js";
-import {
-  type CycleReport,
-  findCycles,
-  formatCycle,
-  idOf,
-  progressBar,
-  readableTasks,
-  renderTask,
-  renderTree,
-  summarize,
-} from "../render.js";
+import { type TaskManager, TaskNotFoundError } from "@taskstore/core";
+import { type Command, durationArg, numberArg, output, type ParsedArgs, stringArg, withManager } from "../command.js";
+import { backupFirst, backupNote, confirm, GUARD_OPTIONS, isDryRun } from "../confirm.js";
+import { resolveId } from "../id-prefix.js";
+import { idOf, progressBar } from "../render.js";
 import { escapeText } from "../text.js";
 import { UsageError } from "../usage-error.js";
-
-const STATUSES: TaskStatus[] = ["pending", "running", "paused", "completed", "failed", "cancelled"];
+import { descendantsOf } from "./view.js";
 
 export const add: Command = {
   name: "add",
@@ -34,7 +14,7 @@ export const add: Command = {
   details: 'Example: taskstore add "Build the project" --parent 01JX... --meta branch=main',
   options: {
     description: { type: "string", short: "d", value: "TEXT", description: "a longer description" },
-    parent: { type: "string", short: "p", value: "ID", description: "make it a child of this task" },
+    parent: { type: "string", short: "p", value: "ID", description: "make it a child of this task", complete: "id" },
     assign: { type: "string", short: "a", value: "AGENT", description: "assign it to an agent" },
     meta: { type: "string", multiple: true, value: "KEY=VALUE", description: "a metadata field (a string); repeatable" },
     "meta-json": { type: "string", value: "JSON", description: "metadata as a JSON object (merged under --meta)" },
@@ -42,7 +22,7 @@ export const add: Command = {
   positionals: { min: 1, max: 1 },
   async run(ctx, args) {
     const [title] = args.positionals as [string];
-    const metadata = metadataOf(args);
+    const metadata = metadataOf(args, "add");
     const description = stringArg(args, "description");
     const parentId = stringArg(args, "parent");
     const assignedTo = stringArg(args, "assign");
@@ -50,7 +30,7 @@ export const add: Command = {
       manager.create({
         title,
         ...(description !== undefined ? { description } : {}),
-        ...(parentId !== undefined ? { parentId } : {}),
+        ...(parentId !== undefined ? { parentId: resolveId(manager, parentId) } : {}),
         ...(assignedTo !== undefined ? { assignedTo } : {}),
         ...(metadata ? { metadata } : {}),
       }),
@@ -59,7 +39,7 @@ export const add: Command = {
   },
 };
 
-function metadataOf(args: ParsedArgs): Record<string, unknown> | undefined {
+function metadataOf(args: ParsedArgs, verb: string): Record<string, unknown> | undefined {
   let metadata: Record<string, unknown> | undefined;
   const json = stringArg(args, "meta-json");
   if (json !== undefined) {
@@ -67,124 +47,73 @@ function metadataOf(args: ParsedArgs): Record<string, unknown> | undefined {
     try {
       parsed = JSON.parse(json);
     } catch (error) {
-      throw new UsageError(`--meta-json is not valid JSON: ${(error as Error).message}`, "add");
+      throw new UsageError(`--meta-json is not valid JSON: ${(error as Error).message}`, verb);
     }
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
-      throw new UsageError("--meta-json must be a JSON object", "add");
+      throw new UsageError("--meta-json must be a JSON object", verb);
     metadata = parsed as Record<string, unknown>;
   }
   for (const pair of (args.values.meta as string[] | undefined) ?? []) {
     const at = pair.indexOf("=");
-    if (at <= 0) throw new UsageError(`--meta takes KEY=VALUE, not "${pair}"`, "add");
+    if (at <= 0) throw new UsageError(`--meta takes KEY=VALUE, not "${pair}"`, verb);
     metadata ??= {};
     Object.defineProperty(metadata, pair.slice(0, at), { value: pair.slice(at + 1), enumerable: true, writable: true, configurable: true });
   }
   return metadata;
 }
 
-export const list: Command = {
-  name: "list",
-  summary: "the tasks as a parent/child tree, with a progress bar per running task",
-  usage: "list [--status STATUS]... [--assigned AGENT]",
-  details: `Statuses: ${STATUSES.join(", ")}. Marks: ○ pending, ▶ running, ‖ paused, ✓ completed, ✗ failed, ⊘ cancelled.
-With a filter, a task whose parent is filtered out is drawn as a root.
---json prints { "tasks": [task without "logs", plus "logCount"] } in creation order.`,
+export const edit: Command = {
+  name: "edit",
+  summary: "change a task's title, description, assignee or metadata",
+  usage: "edit <id> [--title TEXT] [--description TEXT] [--assignee AGENT] [--meta KEY=VALUE]... [--meta-json JSON] [--unset-meta KEY]...",
+  details: `--meta and --meta-json set metadata fields, keeping the others; --unset-meta removes one.
+To unassign, use taskstore assign <id> --none. --json prints { "id", "fields" } (the fields changed).
+Example: taskstore edit 01JX --title "Build (release)" --meta branch=release --unset-meta draft`,
   options: {
-    status: { type: "string", short: "s", multiple: true, value: "STATUS", description: "only tasks with this status; repeatable" },
-    assigned: { type: "string", value: "AGENT", description: "only tasks assigned to this agent" },
+    title: { type: "string", short: "t", value: "TEXT", description: "the new title" },
+    description: { type: "string", short: "d", value: "TEXT", description: "the new description" },
+    assignee: { type: "string", short: "a", value: "AGENT", description: "assign it to this agent" },
+    meta: { type: "string", multiple: true, value: "KEY=VALUE", description: "set a metadata field (a string); repeatable" },
+    "meta-json": { type: "string", value: "JSON", description: "set metadata fields from a JSON object" },
+    "unset-meta": { type: "string", multiple: true, value: "KEY", description: "remove a metadata field; repeatable" },
   },
-  positionals: { min: 0, max: 0 },
-  async run(ctx, args) {
-    const statuses = (args.values.status as string[] | undefined) ?? [];
-    for (const status of statuses) {
-      if (!STATUSES.includes(status as TaskStatus))
-        throw new UsageError(`unknown status "${status}"; one of ${STATUSES.join(", ")}`, "list");
-    }
-    const assigned = stringArg(args, "assigned");
-    const tasks = await loadTasks(ctx);
-    const shown = tasks.filter(
-      (task) => (statuses.length === 0 || statuses.includes(task.status)) && (assigned === undefined || task.assignedTo === assigned),
-    );
-    const cycles = warnCycles(ctx, tasks);
-    const text =
-      shown.length === 0
-        ? tasks.length === 0
-          ? "no tasks yet: taskstore add <title>"
-          : "no task matches"
-        : renderTree(shown, new Set(cycles.member.keys()));
-    output(ctx, text, { tasks: shown.map(summarize) });
-  },
-};
-
-/** Every task of the store that can be drawn (a newer store's entries that are not tasks are counted, in a notice). */
-export async function loadTasks(ctx: Context): Promise<StoredTask[]> {
-  const loaded = await withStore(ctx, (store) => store.repository.loadAll());
-  const { tasks, skipped } = readableTasks(loaded);
-  if (skipped > 0) {
-    const what = skipped === 1 ? "1 entry of the store is not a task and is" : `${skipped} entries of the store are not tasks and are`;
-    notice(ctx, "skipped", `${what} not shown`, { skipped }, "warning");
-  }
-  return tasks;
-}
-
-/** Says, in a warning, which parent cycles the store holds (a hand-edited or older store may): their tasks are drawn, marked. */
-function warnCycles(ctx: Context, tasks: StoredTask[]): CycleReport {
-  const report = findCycles(tasks);
-  if (report.cycles.length > 0) {
-    notice(
-      ctx,
-      "cycle",
-      `the store holds a parent cycle (each task, then its parent): ${report.cycles.map(formatCycle).join("; ")}; its tasks are drawn marked (cycle)`,
-      { cycles: report.cycles, ids: [...report.member.keys()] },
-      "warning",
-    );
-  }
-  return report;
-}
-
-export const show: Command = {
-  name: "show",
-  summary: "one task with its log",
-  usage: "show <id>",
-  details: "--json prints the task exactly as stored, its log included.",
-  options: {},
   positionals: { min: 1, max: 1 },
+  completes: ["id"],
   async run(ctx, args) {
-    const id = args.positionals[0] as string;
-    const { task, tasks } = await loadTaskIn(ctx, id);
-    const cycles = findCycles(tasks);
-    const inCycle = cycles.member.get(id);
-    const underCycle = cycles.under.get(id);
-    if (inCycle)
-      notice(ctx, "cycle", `task ${id} is in a parent cycle: ${formatCycle(inCycle)}`, { cycles: [inCycle], ids: inCycle }, "warning");
-    else if (underCycle)
-      notice(
-        ctx,
-        "cycle",
-        `task ${id} is under a parent cycle: ${formatCycle(underCycle)}`,
-        { cycles: [underCycle], ids: underCycle },
-        "warning",
-      );
-    output(ctx, renderTask(task, cycles), task);
+    const title = stringArg(args, "title");
+    const description = stringArg(args, "description");
+    const assignedTo = stringArg(args, "assignee");
+    const setMeta = metadataOf(args, "edit");
+    const unset = (args.values["unset-meta"] as string[] | undefined) ?? [];
+    const both = unset.find((key) => setMeta !== undefined && Object.hasOwn(setMeta, key));
+    if (both !== undefined) throw new UsageError(`--unset-meta ${both} and a value for ${both}: give one`, "edit");
+    if (title === undefined && description === undefined && assignedTo === undefined && setMeta === undefined && unset.length === 0) {
+      throw new UsageError("nothing to change: give --title, --description, --assignee, --meta, --meta-json or --unset-meta", "edit");
+    }
+    const { id, fields } = await withManager(ctx, async (manager) => {
+      const id = resolveId(manager, args.positionals[0] as string);
+      const current = manager.findById(id);
+      if (!current) throw new TaskNotFoundError(id);
+      const updates: Record<string, unknown> = {
+        ...(title !== undefined ? { title } : {}),
+        ...(description !== undefined ? { description } : {}),
+        ...(assignedTo !== undefined ? { assignedTo } : {}),
+      };
+      if (setMeta !== undefined || unset.length > 0) {
+        // The whole object is written: the fields not named stay as they are now.
+        const metadata: Record<string, unknown> = { ...current.metadata };
+        for (const key of unset) delete metadata[key];
+        for (const [key, value] of Object.entries(setMeta ?? {})) {
+          Object.defineProperty(metadata, key, { value, enumerable: true, writable: true, configurable: true });
+        }
+        updates.metadata = metadata;
+      }
+      await manager.update(id, updates);
+      return { id, fields: Object.keys(updates) };
+    });
+    output(ctx, `${id} updated: ${fields.join(", ")}`, { id, fields });
   },
 };
-
-/** Reads one task; a missing one is NOT_FOUND (exit 3). */
-export async function loadTask(ctx: Context, id: string): Promise<StoredTask> {
-  return (await loadTaskIn(ctx, id)).task;
-}
-
-/** Reads one task, with the whole store it is in. */
-async function loadTaskIn(ctx: Context, id: string): Promise<{ task: StoredTask; tasks: StoredTask[] }> {
-  const checked = TaskIdSchema.safeParse(id);
-  if (!checked.success) {
-    throw new ValidationError([{ path: ["id"], rule: "pattern", message: checked.error.issues[0]?.message ?? "not a task id" }]);
-  }
-  const tasks = await loadTasks(ctx);
-  const task = tasks.find((candidate) => idOf(candidate) === id);
-  if (!task) throw new TaskNotFoundError(id);
-  return { task, tasks };
-}
 
 type Transition = "start" | "pause" | "resume" | "complete" | "fail" | "cancel" | "retry";
 
@@ -200,12 +129,13 @@ function statusVerb(
     details: `--json prints { "id", "status" }.`,
     options: extra.option ? { [extra.option]: { type: "string", value: "TEXT", description: extra.description ?? "" } } : {},
     positionals: { min: 1, max: 1 },
+    completes: ["id"],
     async run(ctx, args) {
-      const id = args.positionals[0] as string;
       const note = extra.option ? stringArg(args, extra.option) : undefined;
-      const status = await withManager(ctx, async (manager) => {
+      const { id, status } = await withManager(ctx, async (manager) => {
+        const id = resolveId(manager, args.positionals[0] as string);
         await extra.call(manager, id, note);
-        return manager.findById(id)?.status;
+        return { id, status: manager.findById(id)?.status };
       });
       output(ctx, `${id} ${status}`, { id, status });
     },
@@ -241,8 +171,9 @@ DURATION is milliseconds or a number with ms, s, m or h. --json prints { "id", "
     message: { type: "string", short: "m", value: "TEXT", description: "what is happening now" },
   },
   positionals: { min: 2, max: 2 },
+  completes: ["id"],
   async run(ctx, args) {
-    const [id, rawPercent] = args.positionals as [string, string];
+    const [given, rawPercent] = args.positionals as [string, string];
     const percent = numberArg(rawPercent, "percent", "progress", { min: 0, max: 100 }) as number;
     const stepRaw = stringArg(args, "step");
     const currentStep = stepRaw === undefined ? undefined : /^\d+$/.test(stepRaw) ? Number(stepRaw) : stepRaw;
@@ -256,7 +187,11 @@ DURATION is milliseconds or a number with ms, s, m or h. --json prints { "id", "
       ...(estimatedTimeRemaining !== undefined ? { estimatedTimeRemaining } : {}),
       ...(message !== undefined ? { message } : {}),
     };
-    await withManager(ctx, (manager) => manager.setProgress(id, value));
+    const id = await withManager(ctx, async (manager) => {
+      const id = resolveId(manager, given);
+      await manager.setProgress(id, value);
+      return id;
+    });
     output(ctx, `${id} ${progressBar(percent)}`, { id, progress: value });
   },
 };
@@ -268,9 +203,14 @@ export const link: Command = {
   details: 'A link that would make a task its own ancestor is refused (exit 4). --json prints { "parentId", "childId" }.',
   options: {},
   positionals: { min: 2, max: 2 },
+  completes: ["id", "id"],
   async run(ctx, args) {
-    const [parentId, childId] = args.positionals as [string, string];
-    await withManager(ctx, (manager) => manager.linkParentChild(parentId, childId));
+    const [parentGiven, childGiven] = args.positionals as [string, string];
+    const [parentId, childId] = await withManager(ctx, async (manager) => {
+      const ids = [resolveId(manager, parentGiven), resolveId(manager, childGiven)] as const;
+      await manager.linkParentChild(...ids);
+      return ids;
+    });
     output(ctx, `${childId} is now a child of ${parentId}`, { parentId, childId });
   },
 };
@@ -282,33 +222,57 @@ export const assign: Command = {
   details: '--json prints { "id", "assignedTo" } (null when unassigned).',
   options: { none: { type: "boolean", description: "remove the assignment" } },
   positionals: { min: 1, max: 2 },
+  completes: ["id"],
   async run(ctx, args) {
-    const [id, agent] = args.positionals as [string, string | undefined];
+    const [given, agent] = args.positionals as [string, string | undefined];
     const none = args.values.none === true;
     if (none === (agent !== undefined)) throw new UsageError("give either an agent or --none", "assign");
-    await withManager(ctx, (manager) => manager.assignAgent(id, { assignedTo: none ? null : (agent as string) }));
+    const id = await withManager(ctx, async (manager) => {
+      const id = resolveId(manager, given);
+      await manager.assignAgent(id, { assignedTo: none ? null : (agent as string) });
+      return id;
+    });
     output(ctx, none ? `${id} is unassigned` : `${id} is assigned to ${escapeText(agent)}`, { id, assignedTo: none ? null : agent });
   },
 };
 
 export const rm: Command = {
   name: "rm",
-  summary: "delete a task and all its descendants",
-  usage: "rm <id>",
-  details: '--json prints { "removed": [ids] }.',
-  options: {},
+  summary: "delete a task and all its descendants (asks first on a terminal)",
+  usage: "rm <id> [--yes] [--dry-run]",
+  details: `On a terminal (stdin and stderr) it asks y/N first; --yes does not ask; off a terminal it
+does not ask. The store is backed up first when its driver can (taskstore restore undoes the rm).
+--dry-run prints what would be removed and changes nothing.
+--json prints { "removed": [ids], "backedUp": true|false } (with --dry-run: { "removed", "dryRun": true }).`,
+  options: { ...GUARD_OPTIONS },
   positionals: { min: 1, max: 1 },
+  completes: ["id"],
   async run(ctx, args) {
-    const id = args.positionals[0] as string;
-    const removed = await withManager(ctx, async (manager) => {
-      let ids: string[] = [id];
+    const dryRun = isDryRun(args);
+    const { removed, backup } = await withManager(ctx, async (manager, store) => {
+      const id = resolveId(manager, args.positionals[0] as string);
+      const task = manager.findById(id);
+      if (!task) throw new TaskNotFoundError(id);
+      const doomed = [id, ...descendantsOf(manager.list(), id).map(idOf)];
+      if (dryRun) return { removed: doomed, backup: undefined };
+      const under = doomed.length - 1;
+      const title = escapeText(typeof task.title === "string" ? task.title : "(no title)");
+      await confirm(
+        ctx,
+        args,
+        `remove ${escapeText(id)} "${title}"${under > 0 ? ` and the ${under} ${under === 1 ? "task" : "tasks"} under it` : ""}?`,
+      );
+      const backup = await backupFirst(store);
+      let ids: string[] = doomed;
       const off = manager.eventBus.on("task:deleted", (event) => {
         ids = event.ids;
       });
       await manager.delete(id);
       off();
-      return ids;
+      return { removed: ids, backup };
     });
-    output(ctx, `removed ${removed.length} ${removed.length === 1 ? "task" : "tasks"}: ${removed.join(", ")}`, { removed });
+    const list = `${removed.length} ${removed.length === 1 ? "task" : "tasks"}: ${removed.join(", ")}`;
+    if (backup === undefined) output(ctx, `would remove ${list} (dry run: nothing was changed)`, { removed, dryRun: true });
+    else output(ctx, `removed ${list}${backupNote(backup)}`, { removed, backedUp: backup !== false });
   },
 };

@@ -5,7 +5,7 @@ import { completeWords, completion, registry } from "./commands/completion.js";
 import { copy } from "./commands/copy.js";
 import { log } from "./commands/log.js";
 import { run } from "./commands/run.js";
-import { backup, diagnose, migrate, restore } from "./commands/store.js";
+import { backup, diagnose, migrate, reseal, restore } from "./commands/store.js";
 import { add, assign, cancel, complete, edit, fail, link, pause, progress, resume, retry, rm, start } from "./commands/tasks.js";
 import { list, show } from "./commands/view.js";
 import { EXIT_CODES, reportError } from "./exit-codes.js";
@@ -41,6 +41,7 @@ export const COMMANDS: Command[] = [
   rm,
   backup,
   restore,
+  reseal,
   migrate,
   copy,
   diagnose,
@@ -305,6 +306,7 @@ export function topHelp(): string {
     "  5 lock timeout, 6 corrupt store (no usable backup), 7 storage unavailable (nothing written),",
     "  8 driver package not installed, 9 store written by a newer major version, 10 conflict,",
     "  11 not supported by the driver, 12 copy target not empty, 13 ambiguous id prefix, 14 not confirmed,",
+    "  15 sealed tasks and no key that opens them (TASKSTORE_KEY / TASKSTORE_KEY_FILE),",
     "  130/143 interrupted (SIGINT/SIGTERM); run: the command's own exit code.",
     "",
     "Ids: a task's whole id, or a prefix of at least 4 characters that only one id starts with.",

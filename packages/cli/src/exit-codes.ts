@@ -23,6 +23,7 @@ export const EXIT_CODES = {
   TARGET_NOT_EMPTY: 12,
   AMBIGUOUS_ID: 13,
   NOT_CONFIRMED: 14,
+  ENCRYPTION: 15,
 } as const;
 
 /** Codes of the CLI's own errors (usage-error.ts, id-prefix.ts, confirm.ts); every other code is core's. */

@@ -4,6 +4,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import {
   DriverNotInstalledError,
+  keysFromEnvironment,
   parseStoreUrl,
   type StorageDriver,
   type StoreSpec,
@@ -71,7 +72,7 @@ export async function openStore(url: string | undefined, options: OpenOptions = 
   // A command's write that fails is reported by the write itself, never queued for a retry (that
   // is TaskManager's graceful degradation, for long-lived programs): queued, it would wait for the
   // lock again when the command closes (--lock-timeout twice over). A command has one deadline.
-  return { repository: new TaskRepository({ driver, degrade: false }), driver, spec, display };
+  return { repository: new TaskRepository({ driver, degrade: false, ...sealingFromEnvironment() }), driver, spec, display };
 }
 
 /** The file of a `file:` or `sqlite:` store (the JSON driver's default path when none is given); undefined for a server. */
@@ -136,4 +137,15 @@ async function importDriver(spec: StoreSpec): Promise<Record<string, unknown>> {
 function isNotFound(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code;
   return code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND";
+}
+
+/**
+ * Encryption at rest and compression, from the environment: `TASKSTORE_KEY_FILE` (one base64 key
+ * per line, newest first) or `TASKSTORE_KEY`; `TASKSTORE_COMPRESS=1` compresses large values.
+ */
+function sealingFromEnvironment(env: NodeJS.ProcessEnv = process.env): { sealing?: { keys?: string[]; compress?: boolean } } {
+  const keys = keysFromEnvironment(env);
+  const compress = env.TASKSTORE_COMPRESS === "1" || env.TASKSTORE_COMPRESS === "true";
+  if (!keys && !compress) return {};
+  return { sealing: { ...(keys ? { keys } : {}), ...(compress ? { compress: true } : {}) } };
 }

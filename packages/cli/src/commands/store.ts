@@ -27,6 +27,23 @@ export const backup: Command = {
   },
 };
 
+export const reseal: Command = {
+  name: "reseal",
+  summary: "write every task again with the keys and compression now configured (after a key rotation)",
+  usage: "reseal",
+  details: `Encryption keys come from TASKSTORE_KEY_FILE (one base64 key of 32 bytes per line, newest
+first: the first seals, all of them open) or TASKSTORE_KEY; TASKSTORE_COMPRESS=1 compresses large
+values. To rotate: put a new key first in the key file, run reseal, then drop the old key. One
+atomic write of the whole store: a reseal that is interrupted leaves it as it was. A store
+sealed with a key that is not given is exit 15 and is never written. --json prints { "tasks" }.`,
+  options: {},
+  positionals: { min: 0, max: 0 },
+  async run(ctx) {
+    const result = await withStore(ctx, (store) => store.repository.reseal(), { writes: true });
+    output(ctx, `resealed ${result.tasks} task(s)`, result);
+  },
+};
+
 export const restore: Command = {
   name: "restore",
   summary: "put the last backup in place of the store (the current store is moved aside, never deleted)",

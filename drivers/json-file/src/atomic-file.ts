@@ -1,6 +1,6 @@
 import { constants as bufferConstants } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { constants, promises as fs, type Stats } from "node:fs";
+import { type BigIntStats, constants, promises as fs, type Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 
@@ -80,6 +80,61 @@ export async function readRegularFile(file: string, limit: number = READ_LIMIT_B
   }
 }
 
+/** What `readRegularFileKept` found: `readRegularFile`'s answer, a file's with its handle (still open) and stat. */
+export type KeptContent =
+  | Exclude<FileContent, { kind: "file" }>
+  | { kind: "file"; size: number; bytes: Buffer; handle: FileHandle; stat: BigIntStats };
+
+/**
+ * `readRegularFile`, keeping the file open: the handle pins the inode (no later file can get its
+ * number while it is open), and the stat is the one of the bytes read.
+ */
+export async function readRegularFileKept(file: string, limit: number = READ_LIMIT_BYTES): Promise<KeptContent> {
+  const seen = await inspectFile(file, limit);
+  if (seen.kind !== "file") return seen;
+  let handle: FileHandle;
+  try {
+    handle = await fs.open(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
+  } catch (error) {
+    if (codeOf(error) === "ENOENT") return { kind: "missing" };
+    throw error;
+  }
+  try {
+    const stat = await handle.stat({ bigint: true });
+    if (!stat.isFile()) throw Object.assign(new Error("not regular"), { kept: { kind: "not-regular", type: typeOf(stat as never) } });
+    if (stat.size > BigInt(limit)) throw Object.assign(new Error("too large"), { kept: { kind: "too-large", size: Number(stat.size) } });
+    const bytes = await readAt(handle, Number(stat.size));
+    if (bytes.length > limit) throw Object.assign(new Error("too large"), { kept: { kind: "too-large", size: bytes.length } });
+    return { kind: "file", size: bytes.length, bytes, handle, stat };
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    const kept = (error as { kept?: KeptContent }).kept;
+    if (kept) return kept;
+    throw error;
+  }
+}
+
+/** Reads a file from its start through `handle`: `size` bytes as stat said, and whatever more is there by the time it is read. */
+async function readAt(handle: FileHandle, size: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  let position = 0;
+  for (let want = Math.max(size, 64 * 1024); ; want = 64 * 1024) {
+    const buffer = Buffer.allocUnsafe(want);
+    let filled = 0;
+    while (filled < want) {
+      const { bytesRead } = await handle.read(buffer, filled, want - filled, position);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+      position += bytesRead;
+    }
+    chunks.push(filled === want ? buffer : buffer.subarray(0, filled));
+    total += filled;
+    if (filled < want) break;
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+}
+
 /** Whether `file` itself (not what it points to) is a symbolic link. */
 export async function isSymlink(file: string): Promise<boolean> {
   try {
@@ -91,36 +146,94 @@ export async function isSymlink(file: string): Promise<boolean> {
 }
 
 /**
+ * Where a write may stage its temp file so that it can only be published while the lock is held
+ * (see `FileLock.fence()`): a folder inside the holder's lock folder. A takeover removes it, so
+ * the rename that would publish a resumed holder's write finds no temp file and fails.
+ */
+export interface Fence {
+  /** The staging folder; throws `LockLostError` when the lock is lost. */
+  stage(): Promise<string>;
+  /** Throws `LockLostError` unless the lock is still this holder's (the fallback's check, right before its rename). */
+  verify(): Promise<void>;
+  /** The error of a fenced step, as `LockLostError` when it failed because the staging folder is gone. */
+  explain(error: unknown): Promise<unknown>;
+}
+
+/** Target folders on another file system than the lock (a symlinked store): staged beside the target instead. */
+const crossDevice = new Set<string>();
+
+/**
  * Replaces `target` with `data` so that a reader, or a crash at any moment, sees either the old
  * content or the new one, and the new one survives a power cut once this resolves: a unique temp
- * file created exclusively beside the target, written, fsynced, renamed over the target, and the
- * folder fsynced (the rename itself is only durable then).
+ * file created exclusively (in the lock's `fence`, when given, else beside the target), written,
+ * fsynced, renamed over the target, and the folder fsynced (the rename itself is only durable
+ * then).
+ *
+ * With a fence, the rename is the write's commit point and it only succeeds while the lock is
+ * held: a holder that stalls anywhere in here and is taken over finds its temp file gone. Where
+ * the target is on another file system than the lock folder (a symlinked store pointing
+ * elsewhere), the temp file goes beside the target and the lock is checked right before the
+ * rename instead; a stall of more than the stale period between that check and the rename is
+ * the one case the fence does not cover.
  *
  * Once the rename is done the new content is in place, and nothing after it fails the call: a
  * write reported as failed would be applied again by its caller (a log line twice). A folder
  * fsync that fails then is passed to `onUnsyncedFolder` instead (the write stands, but a power
  * cut may still undo it), as SQLite also lets a failed directory sync pass.
  */
-export async function writeFileAtomic(target: string, data: Buffer, onUnsyncedFolder: (error: Error) => void): Promise<void> {
-  const temp = tempPathFor(target);
-  const handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
+export async function writeFileAtomic(
+  target: string,
+  data: Buffer,
+  onUnsyncedFolder: (error: Error) => void,
+  fence?: Fence,
+): Promise<void> {
+  await (await writeFileAtomicKept(target, data, onUnsyncedFolder, fence)).close().catch(() => undefined);
+}
+
+/** `writeFileAtomic`, handing back a handle of the new file (open for reading), which pins its inode. */
+export async function writeFileAtomicKept(
+  target: string,
+  data: Buffer,
+  onUnsyncedFolder: (error: Error) => void,
+  fence?: Fence,
+): Promise<FileHandle> {
+  const dir = path.dirname(target);
+  let handle: FileHandle;
+  if (fence && !crossDevice.has(dir)) {
+    const temp = path.join(await fence.stage(), path.basename(tempPathFor(target)));
+    try {
+      handle = await writeAndRename(temp, target, data);
+    } catch (error) {
+      if (codeOf(error) !== "EXDEV") throw await fence.explain(error);
+      crossDevice.add(dir);
+      return writeFileAtomicKept(target, data, onUnsyncedFolder, fence);
+    }
+  } else {
+    handle = await writeAndRename(tempPathFor(target), target, data, fence);
+  }
+  try {
+    await fsyncDir(dir);
+  } catch (error) {
+    onUnsyncedFolder(error as Error);
+  }
+  return handle;
+}
+
+async function writeAndRename(temp: string, target: string, data: Buffer, check?: Fence): Promise<FileHandle> {
+  const handle = await fs.open(temp, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
     // The creation mode is cut by the umask; chmod makes it exactly 0600 either way.
     await handle.chmod(FILE_MODE);
     for (let offset = 0; offset < data.length; ) offset += (await handle.write(data, offset, data.length - offset)).bytesWritten;
     await handle.sync();
+    await check?.verify();
     await renameWithRetry(temp, target);
   } catch (error) {
     await handle.close().catch(() => undefined);
     await fs.rm(temp, { force: true }).catch(() => undefined);
     throw error;
   }
-  await handle.close().catch(() => undefined);
-  try {
-    await fsyncDir(path.dirname(target));
-  } catch (error) {
-    onUnsyncedFolder(error as Error);
-  }
+  return handle;
 }
 
 /** Whether a file is at `file` now (following symlinks). */

@@ -1,6 +1,6 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { codeOf, readRegularFile, tempPattern, writeFileAtomic } from "./atomic-file.js";
+import { codeOf, type Fence, readRegularFile, tempPattern, writeFileAtomic } from "./atomic-file.js";
 import { isAlive, lockLeftoverPattern } from "./file-lock.js";
 
 // The files the driver keeps beside the store, other than the store, its backup and its lock.
@@ -21,23 +21,26 @@ export function namesOf(file: string): StoreNames {
 }
 
 /** A legacy todo file is kept for good as `tasks.legacy.json` (then `tasks.legacy-<time>.json`) before it is migrated. */
-export async function keepLegacy(names: StoreNames, bytes: Buffer, onUnsyncedFolder: (error: Error) => void): Promise<void> {
+export async function keepLegacy(names: StoreNames, bytes: Buffer, onUnsyncedFolder: (error: Error) => void, fence?: Fence): Promise<void> {
   for (const name of [`${names.stem}.legacy${names.ext}`, `${names.stem}.legacy-${stamp()}${names.ext}`]) {
     const file = path.join(names.dir, name);
     // Never opened unless it is a regular file (a FIFO there would block the read for good).
     const existing = await readRegularFile(file);
     if (existing.kind === "file" && existing.bytes.equals(bytes)) return;
     if (existing.kind === "missing") {
-      await writeFileAtomic(file, bytes, onUnsyncedFolder);
+      await writeFileAtomic(file, bytes, onUnsyncedFolder, fence);
       return;
     }
   }
 }
 
-/** Keeps the file at `target` as `tasks.corrupt-<time>.json` (a hard link, or a copy where links fail); returns its path. */
-export async function moveAside(names: StoreNames, target: string): Promise<string> {
+/**
+ * Keeps the file at `target` as `tasks.corrupt-<time>.json` (the journal: `tasks.journal.corrupt-<time>.jsonl`),
+ * a hard link, or a copy where links fail; returns its path.
+ */
+export async function moveAside(names: StoreNames, target: string, what = "corrupt", ext = names.ext): Promise<string> {
   for (let n = 0; ; n++) {
-    const aside = path.join(names.dir, `${names.stem}.corrupt-${stamp()}${n ? `-${n}` : ""}${names.ext}`);
+    const aside = path.join(names.dir, `${names.stem}.${what}-${stamp()}${n ? `-${n}` : ""}${ext}`);
     try {
       // A link, not a rename: the store path never goes missing, even after a crash right here.
       await fs.link(target, aside);

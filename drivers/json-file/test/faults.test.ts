@@ -5,7 +5,7 @@ import { EventBus, type StoredTask, type TaskEvents, TaskManager, TaskRepository
 import { startFaultyFolder } from "@taskstore/test-services";
 import { afterEach, describe, expect, it } from "vitest";
 import { JSONFileStorageDriver } from "../src/index.js";
-import { tempDir } from "./helpers.js";
+import { loadStoreData, storeFiles, tempDir } from "./helpers.js";
 
 // Real faults, injected from outside the process. These tests run as root here (CI too), and
 // root ignores permission bits, so the faults are ones that stop root as well: an immutable
@@ -37,7 +37,7 @@ async function openManager(file: string) {
 
 /** Runs while the fault is on: operations succeed in memory, the error is emitted, nothing reaches the file. */
 async function duringFault(file: string, manager: TaskManager, errors: TaskEvents["persistence:error"][], existing: string) {
-  const before = await readFile(file, "utf8");
+  const before = await storeFiles(file);
   const id = await manager.create({ title: "made while storage fails" });
   await manager.appendOutput(existing, "x".repeat(20_000));
   await manager.update(existing, { title: "renamed while storage fails" });
@@ -47,14 +47,14 @@ async function duringFault(file: string, manager: TaskManager, errors: TaskEvent
   expect(errors[0]?.error.code).toBe("STORAGE_UNAVAILABLE");
   expect(errors[0]?.error.message).toMatch(/^json-file: /);
   await expect(manager.flush()).rejects.toMatchObject({ code: "STORAGE_UNAVAILABLE" });
-  expect(await readFile(file, "utf8")).toBe(before);
+  expect(await storeFiles(file)).toEqual(before);
   const leftovers = (await readdir(path.dirname(file))).filter((name) => /\.(tmp|new|old)$/.test(name));
   expect(leftovers).toEqual([]);
   return id;
 }
 
 async function expectAllWritten(file: string, existing: string, created: string) {
-  const tasks = JSON.parse(await readFile(file, "utf8")).tasks as { id: string; title: string; logs: unknown[] }[];
+  const { tasks } = await loadStoreData(file); // tasks.json with its journal
   expect(tasks.map((task) => task.id)).toEqual([existing, created]);
   expect(tasks[0]?.title).toBe("renamed while storage fails");
   expect(tasks[0]?.logs).toHaveLength(1);
@@ -66,10 +66,12 @@ describe("a save that fails", () => {
     const file = path.join(dir, "tasks.json");
     const { manager, errors, restored } = await openManager(file);
     const existing = await manager.create({ title: "stored before the fault" });
-    execFileSync("chattr", ["+i", dir]);
-    cleanups.push(async () => execFileSync("chattr", ["-i", dir]));
+    // The folder and every file in it: the journal is appended to in place, which an immutable folder alone allows.
+    const frozen = [dir, ...(await readdir(dir)).map((name) => path.join(dir, name))];
+    execFileSync("chattr", ["+i", ...frozen]);
+    cleanups.push(async () => execFileSync("chattr", ["-i", ...frozen]));
     const created = await duringFault(file, manager, errors, existing);
-    execFileSync("chattr", ["-i", dir]);
+    execFileSync("chattr", ["-i", ...frozen]);
     await manager.flush();
     expect(restored.length).toBeGreaterThan(0);
     await expectAllWritten(file, existing, created);
@@ -94,7 +96,7 @@ describe("a save that fails", () => {
   });
 });
 
-describe("a folder that cannot be synced after the rename (EIO from a FUSE file system)", () => {
+describe("a folder that cannot be synced after a new file is put in it (EIO from a FUSE file system)", () => {
   it("the write stands and is applied once; the failed folder sync is reported as a warning", async () => {
     const faulty = await startFaultyFolder();
     cleanups.push(() => faulty.stop());
@@ -102,24 +104,35 @@ describe("a folder that cannot be synced after the rename (EIO from a FUSE file 
     const { manager, errors } = await openManager(file);
     const warnings: Error[] = [];
     manager.eventBus.on("storage:warning", (event) => warnings.push(event.error));
-    const id = await manager.create({ title: "on a failing disk" });
-    await manager.appendOutput(id, "first");
+    const id = await manager.create({ title: "on a failing disk" }); // writes tasks.json
     await faulty.failFolderSync(true);
-    await manager.appendOutput(id, "written while the folder cannot be synced");
-    await faulty.failFolderSync(false);
-    await manager.appendOutput(id, "after");
+    await manager.appendOutput(id, "first"); // makes the journal (a new name in the folder), after a backup
+    await manager.appendOutput(id, "second"); // appended to it: no folder to sync
     await manager.flush();
-    // Reported as written: no error, no retry, so no second copy of the line.
+    // Reported as written: no error, no retry, so no second copy of a line.
     expect(errors).toEqual([]);
     expect(warnings.map((error) => error.message)).toEqual([
+      expect.stringMatching(/tasks\.backup\.json was written, but its folder could not be synced/),
+      expect.stringMatching(/tasks\.journal\.jsonl was written, but its folder could not be synced/),
+    ]);
+    expect((await loadStoreData(file)).tasks[0]?.logs.map((entry) => entry.output)).toEqual(["first", "second"]);
+
+    // A new tasks.json renamed into place (here a whole-store save) the same way.
+    const driver = new JSONFileStorageDriver(file);
+    const driverWarnings: Error[] = [];
+    driver.attach({ warn: (error) => driverWarnings.push(error) });
+    await driver.initialize();
+    const data = await driver.loadData();
+    await driver.saveData({ ...data, tasks: data.tasks.map((task) => ({ ...task, title: "saved whole" })) });
+    await driver.close();
+    await faulty.failFolderSync(false);
+    expect(driverWarnings.map((error) => error.message)).toContainEqual(
       expect.stringMatching(/tasks\.json was written, but its folder could not be synced/),
-    ]);
-    const stored = JSON.parse(await readFile(file, "utf8"));
-    expect(stored.tasks[0].logs.map((entry: { output: string }) => entry.output)).toEqual([
-      "first",
-      "written while the folder cannot be synced",
-      "after",
-    ]);
+    );
+    const stored = JSON.parse(await readFile(file, "utf8")); // tasks.json alone holds the store now
+    expect(stored.tasks[0].title).toBe("saved whole");
+    expect(stored.tasks[0].logs.map((entry: { output: string }) => entry.output)).toEqual(["first", "second"]);
+    await manager.close();
   });
 });
 
@@ -154,9 +167,9 @@ describe("a file system with coarse stamps that reuses inode numbers (FUSE)", ()
     const replaced = await stat(file, { bigint: true });
     expect([replaced.ino, replaced.size, replaced.mtimeNs]).toEqual([written.ino, written.size, written.mtimeNs]);
     await a.apply([{ type: "append", id: "t1", entries: [{ timestamp: now, output: "by a", type: "log" }], at: now }]);
-    const stored = JSON.parse(await readFile(file, "utf8")).tasks[0];
-    expect(stored.progress.percent).toBe(20); // b's change survives a's write
-    expect(stored.logs.map((entry: { output: string }) => entry.output)).toEqual(["by a"]);
+    const stored = (await loadStoreData(file)).tasks[0];
+    expect(stored?.progress.percent).toBe(20); // b's change survives a's write
+    expect(stored?.logs.map((entry) => entry.output)).toEqual(["by a"]);
   });
 });
 

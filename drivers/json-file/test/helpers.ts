@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { StorageData } from "@taskstore/core";
+import { JSONFileStorageDriver } from "../src/index.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const WORKER = path.join(here, "fixtures", "worker.mjs");
@@ -33,8 +35,17 @@ export interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
 }
 
-export function startChild(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Child {
-  const child = spawn(process.execPath, [script, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+export interface StartOptions {
+  /** A command to run node under, e.g. `["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]`. */
+  via?: string[];
+  /** In a process group of its own, so `signalGroup()` reaches it and whatever `via` started. */
+  detached?: boolean;
+}
+
+export function startChild(script: string, args: string[], env: NodeJS.ProcessEnv = process.env, options: StartOptions = {}): Child {
+  const [command, ...prefix] = options.via ?? [process.execPath];
+  const argv = options.via ? [...prefix, process.execPath, script, ...args] : [script, ...args];
+  const child = spawn(command as string, argv, { env, stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
   const messages: Record<string, unknown>[] = [];
   const waiters: { type: string; resolve(message: Record<string, unknown>): void }[] = [];
   let buffer = "";
@@ -85,4 +96,52 @@ export async function runChild(script: string, args: string[], env?: NodeJS.Proc
 /** Names in `dir` matching `pattern`. */
 export async function filesMatching(dir: string, pattern: RegExp): Promise<string[]> {
   return (await readdir(dir)).filter((name) => pattern.test(name));
+}
+
+/** Sends `signal` to the child's whole process group (it was started with `detached`). */
+export function signalGroup(child: Child, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-(child.process.pid as number), signal);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ESRCH") throw error;
+  }
+}
+
+/** The state letter of a process in /proc/<pid>/stat ("T" when stopped), or undefined when it is gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    const line = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return line.slice(line.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waits (bounded) until `condition()` holds. */
+export async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The store as a fresh driver instance loads it: tasks.json with the journal's records applied. */
+export async function loadStoreData(file: string): Promise<StorageData> {
+  const driver = new JSONFileStorageDriver({ path: file, compactOnCloseBytes: 0 });
+  try {
+    return await driver.loadData();
+  } finally {
+    await driver.close();
+  }
+}
+
+/** The bytes of tasks.json and of its journal (null when there is none), to check that nothing was written. */
+export async function storeFiles(file: string): Promise<{ snapshot: string; journal: string | null }> {
+  const { readFile } = await import("node:fs/promises");
+  const journal = path.join(path.dirname(file), `${path.basename(file, path.extname(file))}.journal.jsonl`);
+  return {
+    snapshot: await readFile(file, "utf8"),
+    journal: await readFile(journal, "utf8").catch(() => null),
+  };
 }

@@ -4,7 +4,7 @@ import path from "node:path";
 import { EventBus, TaskManager, TaskRepository, TaskStoreError, type ValidationError } from "@taskstore/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_MAX_STORE_BYTES, JSONFileStorageDriver, type JSONFileStorageDriverOptions, READ_LIMIT_BYTES } from "../src/index.js";
-import { filesMatching, tempDir } from "./helpers.js";
+import { filesMatching, loadStoreData, storeFiles, tempDir } from "./helpers.js";
 
 let cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -45,12 +45,12 @@ describe("the store size limit (maxStoreBytes)", () => {
     const manager = await openManager({ path: file, maxStoreBytes: 4096, backupIntervalMs: 0 });
     const id = await manager.create({ title: "small" });
     await manager.appendOutput(id, "fits");
-    const [storeBefore, backupBefore] = [await readFile(file), await readFile(backup)];
+    const [storeBefore, backupBefore] = [await storeFiles(file), await readFile(backup)];
 
     expectTooLarge(await failure(manager.appendOutput(id, "x".repeat(5_000))));
-    expect(await readFile(file)).toEqual(storeBefore);
+    expect(await storeFiles(file)).toEqual(storeBefore); // tasks.json and its journal
     expect(await readFile(backup)).toEqual(backupBefore); // not even the backup was refreshed
-    expect((await readdir(dir)).sort()).toEqual(["tasks.backup.json", "tasks.json"]);
+    expect((await readdir(dir)).sort()).toEqual(["tasks.backup.json", "tasks.journal.jsonl", "tasks.json"]);
     expect(manager.findById(id)?.logs.map((entry) => entry.output)).toEqual(["fits"]);
 
     // A seed-style write straight to the driver is refused the same way.
@@ -58,11 +58,11 @@ describe("the store size limit (maxStoreBytes)", () => {
     await driver.initialize();
     const big = { version: "1.0.0", tasks: [], metadata: { lastUpdated: 0, totalTasks: 0, padding: "y".repeat(5_000) } };
     expectTooLarge(await failure(driver.saveData(big as never)));
-    expect(await readFile(file)).toEqual(storeBefore);
+    expect(await storeFiles(file)).toEqual(storeBefore);
 
     // Writes that fit still land.
     await manager.appendOutput(id, "still fits");
-    expect(JSON.parse(await readFile(file, "utf8")).tasks[0].logs).toHaveLength(2);
+    expect((await loadStoreData(file)).tasks[0]?.logs).toHaveLength(2);
   });
 
   it("a store already over a lowered limit may shrink, but not grow", async () => {

@@ -3,7 +3,7 @@ import path from "node:path";
 import { EventBus, type TaskEvents, TaskManager, TaskRepository } from "@taskstore/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { JSONFileStorageDriver } from "../src/index.js";
-import { filesMatching, tempDir } from "./helpers.js";
+import { filesMatching, loadStoreData, tempDir } from "./helpers.js";
 
 let cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -149,8 +149,8 @@ describe("a store damaged while a manager runs", () => {
     await manager.appendOutput(ids[1] as string, "written after recovery");
     expect(errors).toEqual([]);
     expect(recovered).toHaveLength(1); // moved aside and restored from the backup before the write
-    const stored = JSON.parse(await readFile(file, "utf8"));
-    expect(stored.tasks[1].logs.map((entry: { output: string }) => entry.output)).toEqual(["written after recovery"]);
+    const stored = await loadStoreData(file); // tasks.json with its journal
+    expect(stored.tasks[1]?.logs.map((entry) => entry.output)).toEqual(["written after recovery"]);
     expect(await filesMatching(dir, /^tasks\.corrupt-/)).toHaveLength(1);
   });
 });

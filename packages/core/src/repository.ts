@@ -593,7 +593,10 @@ export class TaskRepository {
           this.storageFailed(batch, failure);
           return;
         }
-        for (const entry of batch) this.queue.splice(this.queue.indexOf(entry), 1);
+        for (const entry of batch) {
+          const at = this.queue.indexOf(entry);
+          if (at >= 0) this.queue.splice(at, 1);
+        }
         // Counted across batches: a batch in doubt is written alone before the rest.
         for (const entry of batch) {
           const outcome = failure ? { error: failure } : entry.outcome;

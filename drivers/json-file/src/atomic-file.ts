@@ -59,25 +59,10 @@ export async function inspectFile(file: string, limit: number = READ_LIMIT_BYTES
  * between would otherwise block the open), so a FIFO or a device is never read.
  */
 export async function readRegularFile(file: string, limit: number = READ_LIMIT_BYTES): Promise<FileContent> {
-  const seen = await inspectFile(file, limit);
-  if (seen.kind !== "file") return seen;
-  let handle: FileHandle;
-  try {
-    handle = await fs.open(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
-  } catch (error) {
-    if (codeOf(error) === "ENOENT") return { kind: "missing" };
-    throw error;
-  }
-  try {
-    const stat = await handle.stat();
-    if (!stat.isFile()) return { kind: "not-regular", type: typeOf(stat) };
-    if (stat.size > limit) return { kind: "too-large", size: stat.size };
-    const bytes = await handle.readFile();
-    if (bytes.length > limit) return { kind: "too-large", size: bytes.length };
-    return { kind: "file", size: bytes.length, bytes };
-  } finally {
-    await handle.close().catch(() => undefined);
-  }
+  const found = await readRegularFileKept(file, limit);
+  if (found.kind !== "file") return found;
+  await found.handle.close().catch(() => undefined);
+  return { kind: "file", size: found.size, bytes: found.bytes };
 }
 
 /** What `readRegularFileKept` found: `readRegularFile`'s answer, a file's with its handle (still open) and stat. */
@@ -99,18 +84,17 @@ export async function readRegularFileKept(file: string, limit: number = READ_LIM
     if (codeOf(error) === "ENOENT") return { kind: "missing" };
     throw error;
   }
+  let kept = false;
   try {
     const stat = await handle.stat({ bigint: true });
-    if (!stat.isFile()) throw Object.assign(new Error("not regular"), { kept: { kind: "not-regular", type: typeOf(stat as never) } });
-    if (stat.size > BigInt(limit)) throw Object.assign(new Error("too large"), { kept: { kind: "too-large", size: Number(stat.size) } });
+    if (!stat.isFile()) return { kind: "not-regular", type: typeOf(stat as never) };
+    if (stat.size > BigInt(limit)) return { kind: "too-large", size: Number(stat.size) };
     const bytes = await readAt(handle, Number(stat.size));
-    if (bytes.length > limit) throw Object.assign(new Error("too large"), { kept: { kind: "too-large", size: bytes.length } });
+    if (bytes.length > limit) return { kind: "too-large", size: bytes.length };
+    kept = true;
     return { kind: "file", size: bytes.length, bytes, handle, stat };
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    const kept = (error as { kept?: KeptContent }).kept;
-    if (kept) return kept;
-    throw error;
+  } finally {
+    if (!kept) await handle.close().catch(() => undefined);
   }
 }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { sleep } from "@taskstore/core";
 import type pg from "pg";
 import type { QueryResult } from "pg";
 import { AmbiguousCommit, errors, isAmbiguous, isUnavailable, toDriverError } from "./postgres-errors.js";
@@ -154,7 +155,7 @@ export class PostgresCommits {
           last,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(100, deadline - Date.now())));
+      await sleep(Math.min(100, deadline - Date.now()));
     }
   }
 }

@@ -4,6 +4,7 @@ import {
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
+  numberOption,
   type RestoreResult,
   type StorageData,
   type StorageDriver,
@@ -93,21 +94,25 @@ export class PostgresStorageDriver implements StorageDriver {
 
   constructor(options: PostgresStorageDriverOptions = {}) {
     this.names = new StoreNames(options.schema ?? "taskstore");
-    const lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+    const { name } = this;
+    const lockTimeoutMs = numberOption(options.lockTimeoutMs, "lockTimeoutMs", name, 30_000);
+    const confirmTimeoutMs = numberOption(options.confirmTimeoutMs, "confirmTimeoutMs", name, 5_000);
+    const connectTimeoutMs = numberOption(options.connectTimeoutMs, "connectTimeoutMs", name, 5_000);
+    const poolSize = numberOption(options.poolSize, "poolSize", name, 10, { min: 1, integer: true });
     this.ownsPool = !options.pool;
     this.pool =
       options.pool ??
       new pg.Pool({
         ...(options.connectionString ? { connectionString: options.connectionString } : {}),
-        connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
-        max: options.poolSize ?? 10,
+        connectionTimeoutMillis: connectTimeoutMs,
+        max: poolSize,
         application_name: "taskstore",
         keepAlive: true,
       });
     // An idle connection the server closed (a restart) is reported, never an uncaught 'error'.
     this.pool.on("error", this.onPoolError);
     this.lock = new AdvisoryLock(this.pool, this.names.storeLock, lockTimeoutMs, (error) => this.warn(error));
-    this.commits = new PostgresCommits(this.pool, this.names, this.self, lockTimeoutMs, options.confirmTimeoutMs ?? 5_000, (doing, work) =>
+    this.commits = new PostgresCommits(this.pool, this.names, this.self, lockTimeoutMs, confirmTimeoutMs, (doing, work) =>
       this.withClient(doing, work),
     );
   }

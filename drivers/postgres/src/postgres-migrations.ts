@@ -50,7 +50,7 @@ export const DB_SCHEMA_VERSION = MIGRATIONS.length;
 
 /**
  * Brings `schema` (quoted) up to `DB_SCHEMA_VERSION`. The caller runs it inside a transaction that
- * holds the migration lock. Throws when the tables were made by a newer driver.
+ * holds the migration lock. Throws `VERSION_UNSUPPORTED` when the tables were made by a newer driver.
  */
 export async function migrate(client: PoolClient, schema: string): Promise<void> {
   await client.query(
@@ -60,7 +60,10 @@ export async function migrate(client: PoolClient, schema: string): Promise<void>
   const { rows } = await client.query<{ version: number }>(`SELECT coalesce(max(version), 0) AS version FROM ${schema}.migrations`);
   const current = rows[0]?.version ?? 0;
   if (current > DB_SCHEMA_VERSION) {
-    throw errors.unavailable(
+    // VERSION_UNSUPPORTED, not an outage: no retry helps, upgrading the driver does.
+    throw errors.newerSchema(
+      current,
+      DB_SCHEMA_VERSION,
       `the tables in ${schema} are at migration ${current}, newer than this driver's ${DB_SCHEMA_VERSION}: upgrade @taskstore/driver-postgres`,
     );
   }

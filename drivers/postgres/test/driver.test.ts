@@ -49,6 +49,15 @@ describe("PostgresStorageDriver options", () => {
     },
   );
 
+  it.each([{ lockTimeoutMs: "30s" }, { connectTimeoutMs: -1 }, { poolSize: 0 }, { poolSize: 2.5 }, { confirmTimeoutMs: Number.NaN }])(
+    "the option %j is refused with VALIDATION by the constructor",
+    (options) => {
+      expect(() => new PostgresStorageDriver({ connectionString: server.url, ...(options as object) })).toThrow(
+        expect.objectContaining({ code: "VALIDATION", message: expect.stringMatching(/^postgres: invalid input: /) }),
+      );
+    },
+  );
+
   it("two stores in different schemas of one database never see each other's tasks", async () => {
     const a = await open();
     const b = await open();
@@ -159,18 +168,39 @@ describe("PostgresStorageDriver storage", () => {
     expect(after.tasks[0]?.logs.map((entry) => entry.output)).toEqual(["written under 1.0.0"]);
   });
 
-  it("initialize() refuses tables made by a newer driver, naming the package to upgrade", async () => {
+  it("initialize() refuses tables made by a newer driver with VERSION_UNSUPPORTED, naming the package to upgrade", async () => {
     const driver = await open();
     await sql(`INSERT INTO "${schemas[0]}".migrations (version, name) VALUES (999, 'from the future')`);
     const again = driverOn(server.url, schemas[0] as string);
     opened.push(again);
-    await expect(again.initialize()).rejects.toThrow(/upgrade @taskstore\/driver-postgres/);
+    await expect(again.initialize()).rejects.toSatisfy(
+      (error) =>
+        TaskStoreError.hasCode(error, "VERSION_UNSUPPORTED") &&
+        /^postgres: .*upgrade @taskstore\/driver-postgres/.test((error as Error).message),
+    );
     expect(driver).toBeDefined();
+  });
+
+  it("a TaskManager's write to tables of a newer driver fails with VERSION_UNSUPPORTED and is not kept to retry as an outage", async () => {
+    await open();
+    await sql(`INSERT INTO "${schemas[0]}".migrations (version, name) VALUES (999, 'from the future')`);
+    const driver = driverOn(server.url, schemas[0] as string);
+    opened.push(driver);
+    const repository = new TaskRepository({ driver });
+    const events: string[] = [];
+    const manager = new TaskManager(new EventBus(), repository);
+    repository.events.on("persistence:error", ({ error }) => events.push(error.code));
+    await expect(manager.create({ title: "never written" })).rejects.toSatisfy((error) =>
+      TaskStoreError.hasCode(error, "VERSION_UNSUPPORTED"),
+    );
+    expect(repository.pendingChanges()).toEqual([]);
+    expect(events).not.toContain("STORAGE_UNAVAILABLE");
+    await manager.close();
   });
 });
 
 describe("PostgresStorageDriver lock", () => {
-  it("a change set from another instance waits for the seed's lock and times out with LOCK_TIMEOUT", async () => {
+  it("a change set from another instance waits for the store lock and times out with LOCK_TIMEOUT", async () => {
     const holder = await open();
     const other = await open({ schema: schemas[0], lockTimeoutMs: 300 });
     await holder.acquireLock();

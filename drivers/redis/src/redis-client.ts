@@ -42,7 +42,7 @@ export function createClient(options: ClientOptions): { client: Redis | Cluster;
   } else if (options.url) {
     client = new Redis(options.url, { ...failFast, ...options.redisOptions });
   } else {
-    throw errors.unavailable("give the driver a `url`, cluster `nodes` or a `client`");
+    throw errors.invalidOption("url", "give the driver a `url`, cluster `nodes` or a `client`");
   }
   // ioredis reports connection trouble as "error" events; without a listener Node would crash.
   client.on("error", () => undefined);

@@ -1,10 +1,9 @@
 import crypto from "node:crypto";
-import { newerVersion, SCHEMA_VERSION, type WriteSet } from "@taskstore/core";
+import { newerVersion, SCHEMA_VERSION, sleep, type WriteSet } from "@taskstore/core";
 import type { Cluster, Redis } from "ioredis";
 import { errors, replyOf } from "./redis-errors.js";
 import type { StoreKeys } from "./redis-keys.js";
 import type { RedisLock } from "./redis-lock.js";
-import { sleep } from "./redis-lock.js";
 import { COMMIT, SETTLE } from "./redis-scripts.js";
 
 /** What `transact()` read of one task (`raw` null: absent), compared by the commit script. */

@@ -4,11 +4,14 @@ import {
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
+  numberOption,
   type RestoreResult,
+  resolveOption,
   SCHEMA_VERSION,
   type StorageData,
   type StorageDriver,
   type StoreReader,
+  sleep,
   type TaskHead,
   type TransactOptions,
   type WriteSet,
@@ -18,7 +21,7 @@ import { addressesOf, createClient } from "./redis-client.js";
 import { HEAD_CACHE_LIMIT, type ReadCheck, RedisCommits, sha1 } from "./redis-commit.js";
 import { checkReplies, errors, parseObject, replyOf, unanswered } from "./redis-errors.js";
 import { StoreKeys } from "./redis-keys.js";
-import { RedisLock, sleep } from "./redis-lock.js";
+import { RedisLock } from "./redis-lock.js";
 import { COPY_SPACE, RESTORE } from "./redis-scripts.js";
 import { decodeStore, saveMulti } from "./redis-store.js";
 import { ChangeSubscriber } from "./redis-subscriber.js";
@@ -36,11 +39,24 @@ export interface RedisStorageDriverOptions {
   redisOptions?: RedisOptions;
   /** A command without a reply in this time fails (the server is hung or unreachable). Default 5,000 ms. */
   commandTimeoutMs?: number;
-  /** How long the store lock (`acquireLock()`) lives without renewal (it is renewed every third of this). Default 10,000 ms. */
+  /**
+   * How long the store lock (`acquireLock()`) of a holder that vanished blocks others: its ttl,
+   * renewed every third of this while held. Default 10,000 ms.
+   */
+  lockExpiryMs?: number;
+  /** @deprecated Use `lockExpiryMs` (the same value); accepted until the next minor version. */
   lockTtlMs?: number;
   /** How long `acquireLock()`, and a transaction meeting a held lock, wait. Default 30,000 ms. */
   lockTimeoutMs?: number;
-  /** Attempts of a transaction whose reads keep changing underneath before `ConflictError`. Default 50. */
+  /**
+   * How many times a transaction whose reads changed underneath is run again before
+   * `ConflictError` (retries: the first run is not counted). Default 49 (50 runs in all).
+   */
+  maxConflictRetries?: number;
+  /**
+   * @deprecated Use `maxConflictRetries`, which counts retries: `maxAttempts: n` is
+   * `maxConflictRetries: n - 1`. Accepted until the next minor version.
+   */
   maxAttempts?: number;
   /**
    * How long a transaction whose commit was sent but got no reply (connection lost, timeout) waits
@@ -78,31 +94,30 @@ export class RedisStorageDriver implements StorageDriver {
   private readonly subscriber: ChangeSubscriber;
   private readonly instance = randomUUID();
   private readonly lockTimeoutMs: number;
-  private readonly maxAttempts: number;
+  private readonly maxConflictRetries: number;
   private readonly commandTimeoutMs: number;
   private context: DriverContext | undefined;
 
   constructor(options: RedisStorageDriverOptions = {}) {
     this.keys = new StoreKeys(options.prefix ?? "taskstore");
-    this.commandTimeoutMs = options.commandTimeoutMs ?? 5_000;
+    const { name } = this;
+    this.commandTimeoutMs = numberOption(options.commandTimeoutMs, "commandTimeoutMs", name, 5_000, { min: 1 });
+    this.lockTimeoutMs = numberOption(options.lockTimeoutMs, "lockTimeoutMs", name, 30_000);
+    const lockExpiryMs = resolveOption(options, "lockExpiryMs", "lockTtlMs", name);
+    // PX takes whole milliseconds, at least 1.
+    const expiry = numberOption(lockExpiryMs, "lockExpiryMs", name, 10_000, { min: 1, integer: true });
+    const retries = resolveOption(options, "maxConflictRetries", { name: "maxAttempts", toCanonical: (attempts) => attempts - 1 }, name);
+    this.maxConflictRetries = numberOption(retries, "maxConflictRetries", name, 49, { integer: true });
+    const confirmTimeoutMs = numberOption(options.confirmTimeoutMs, "confirmTimeoutMs", name, this.commandTimeoutMs);
     const { client, owned } = createClient({ ...options, commandTimeoutMs: this.commandTimeoutMs });
     this.client = client;
     this.ownsClient = owned;
-    this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
-    this.maxAttempts = options.maxAttempts ?? 50;
     const warn = (error: Error) => this.context?.warn(error);
-    this.lock = new RedisLock(() => this.client, this.keys.lock, options.lockTtlMs ?? 10_000, this.lockTimeoutMs, warn);
+    this.lock = new RedisLock(() => this.client, this.keys.lock, expiry, this.lockTimeoutMs, warn);
     // A channel only this instance's subscriber listens on, so the commit script can tell whether
     // anyone else listens on the store's channel (see COMMIT); "" on a cluster, where it cannot.
     const ownChannel = this.client instanceof Cluster ? "" : `${this.keys.channel}:${this.instance}`;
-    this.commits = new RedisCommits(
-      this.client,
-      this.keys,
-      this.lock,
-      this.instance,
-      ownChannel,
-      options.confirmTimeoutMs ?? this.commandTimeoutMs,
-    );
+    this.commits = new RedisCommits(this.client, this.keys, this.lock, this.instance, ownChannel, confirmTimeoutMs);
     this.subscriber = new ChangeSubscriber(this.client, { store: this.keys.channel, own: ownChannel }, this.instance, warn);
   }
 
@@ -164,7 +179,7 @@ export class RedisStorageDriver implements StorageDriver {
       this.unsettled.delete(options.commitId);
       if (state === "1") return;
     }
-    // Only commits refused because a read changed count towards maxAttempts; rounds spent
+    // Only commits refused because a read changed count towards maxConflictRetries; rounds spent
     // waiting for another instance's store lock are bounded by lockTimeoutMs instead.
     let conflicts = 0;
     // Names this call's commit, so one whose reply was lost is looked up instead of applied twice.
@@ -229,8 +244,8 @@ export class RedisStorageDriver implements StorageDriver {
           `a transaction waited ${this.lockTimeoutMs} ms for the store lock (held by pid ${holder?.pid} on ${holder?.host})`,
         );
       }
-      if (result === "conflict" && ++conflicts >= this.maxAttempts) {
-        throw errors.conflict(`the store kept changing under a transaction (${conflicts} attempts)`);
+      if (result === "conflict" && ++conflicts > this.maxConflictRetries) {
+        throw errors.conflict(`the store kept changing under a transaction (${conflicts} conflicting commits)`);
       }
       // Jittered backoff, so competing writers do not retry in lockstep (none before the first
       // fresh attempt: a stale cache is not contention).
@@ -297,13 +312,5 @@ export class RedisStorageDriver implements StorageDriver {
     await this.lock.release().catch(() => undefined);
     this.subscriber.close();
     if (this.ownsClient) await this.client.quit().catch(() => this.client.disconnect());
-  }
-
-  /**
-   * The ioredis client in use; tests disconnect it to play a crash.
-   * @internal
-   */
-  get redis(): Redis | Cluster {
-    return this.client;
   }
 }

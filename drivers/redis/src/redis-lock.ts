@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
+import { sleep } from "@taskstore/core";
 import type { Cluster, Redis } from "ioredis";
 import { errors } from "./redis-errors.js";
 import { RELEASE_LOCK, RENEW_LOCK } from "./redis-scripts.js";
@@ -101,8 +102,4 @@ export class RedisLock {
       ? `pid ${holder.pid} on ${holder.host} since ${new Date(holder.since).toISOString()}`
       : "an instance that has released it since";
   }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -1,8 +1,8 @@
 import { EventBus, type StoredTask, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
-import { RedisStorageDriver } from "@taskstore/driver-redis";
+import { RedisStorageDriver, type RedisStorageDriverOptions } from "@taskstore/driver-redis";
 import { startRedis } from "@taskstore/test-services";
 import { Redis } from "ioredis";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { deleteStore, uniquePrefix } from "./helpers.js";
 
 const server = await startRedis();
@@ -165,7 +165,9 @@ describe("RedisStorageDriver lock", () => {
 
   it("is renewed while held, so it outlives its ttl; a holder that stops renewing loses it after the ttl", async () => {
     const prefix = uniquePrefix();
-    const holder = await open(prefix, { lockTtlMs: 300 });
+    // The holder runs on a client of the test's own, so the test can make it vanish.
+    const holderClient = new Redis(server.url);
+    const holder = await open(prefix, { client: holderClient, lockExpiryMs: 300 });
     await holder.acquireLock();
     await new Promise((resolve) => setTimeout(resolve, 900));
     expect(await raw.pttl(`{${prefix}}:lock`)).toBeGreaterThan(0);
@@ -174,7 +176,7 @@ describe("RedisStorageDriver lock", () => {
       (error) => TaskStoreError.hasCode(error, "LOCK_TIMEOUT"),
     );
     // A crash: the holder's client vanishes without releasing; renewal stops with it.
-    holder.redis.disconnect();
+    holderClient.disconnect();
     await waiter.acquireLock();
     await Promise.all([waiter.close(), holder.close()]);
   });
@@ -341,3 +343,111 @@ async function vi_eventually(check: () => boolean | Promise<boolean>, timeoutMs 
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
+
+/** The deprecation warnings among what `process.emitWarning` was called with. */
+const deprecations = (spy: { mock: { calls: unknown[][] } }) =>
+  spy.mock.calls.filter((call) => (call[1] as { code?: string } | undefined)?.code === "TASKSTORE_DEPRECATED_OPTION");
+
+/** The ttl (ms) of the lock key right after `acquireLock()`. */
+async function lockTtl(options: Partial<RedisStorageDriverOptions>): Promise<number> {
+  const prefix = uniquePrefix("options");
+  const driver = new RedisStorageDriver({ ...target, prefix, ...options });
+  await driver.initialize();
+  await driver.acquireLock();
+  const ttl = await raw.pttl(`{${prefix}}:lock`);
+  await driver.close();
+  await deleteStore(target, prefix);
+  return ttl;
+}
+
+/**
+ * How many times a transaction's work runs when every run sees the task it read changed by
+ * someone else before it commits, and what it finally throws.
+ */
+async function runsUnderConstantConflict(options: Partial<RedisStorageDriverOptions>): Promise<{ runs: number; error: unknown }> {
+  const prefix = uniquePrefix("options");
+  const driver = new RedisStorageDriver({ ...target, prefix, ...options });
+  await driver.initialize();
+  await driver.saveData({ version: "1.0.0", tasks: [{ ...task("a") }], metadata: { lastUpdated: 1, totalTasks: 1 } });
+  let runs = 0;
+  const error = await driver
+    .transact(async (reader) => {
+      runs++;
+      await reader.get("a");
+      await raw.set(`{${prefix}}:main:t:a`, JSON.stringify({ ...task("a", `changed ${runs}`), logs: undefined }));
+      return { puts: [task("a", "mine")], logs: [], deletes: [] };
+    })
+    .then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+  await driver.close();
+  await deleteStore(target, prefix);
+  return { runs, error };
+}
+
+describe("RedisStorageDriver options", () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it("lockExpiryMs is the lock key's ttl", async () => {
+    const ttl = await lockTtl({ lockExpiryMs: 45_000 });
+    expect(ttl).toBeGreaterThan(40_000);
+    expect(ttl).toBeLessThanOrEqual(45_000);
+  });
+
+  it("the deprecated lockTtlMs still works, and warns once per process with TASKSTORE_DEPRECATED_OPTION", async () => {
+    const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
+    for (let i = 0; i < 2; i++) {
+      const ttl = await lockTtl({ lockTtlMs: 40_000 });
+      expect(ttl).toBeGreaterThan(35_000);
+      expect(ttl).toBeLessThanOrEqual(40_000);
+    }
+    const calls = deprecations(warn);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]?.[0]).toMatch(/^redis: the option lockTtlMs is deprecated.*lockExpiryMs/);
+  });
+
+  it("maxConflictRetries: 2 runs a change set three times under constant conflict, then CONFLICT", async () => {
+    const { runs, error } = await runsUnderConstantConflict({ maxConflictRetries: 2 });
+    expect(TaskStoreError.hasCode(error, "CONFLICT")).toBe(true);
+    expect(runs).toBe(3);
+  });
+
+  it("the deprecated maxAttempts counts attempts: maxAttempts: 3 is maxConflictRetries: 2, and warns once", async () => {
+    const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
+    const { runs, error } = await runsUnderConstantConflict({ maxAttempts: 3 });
+    expect(TaskStoreError.hasCode(error, "CONFLICT")).toBe(true);
+    expect(runs).toBe(3);
+    expect(deprecations(warn).map((call) => call[0])).toEqual([expect.stringMatching(/maxAttempts: 3 is maxConflictRetries: 2/)]);
+  });
+
+  it("an old and a new name with different values are VALIDATION", () => {
+    for (const options of [
+      { lockTtlMs: 1_000, lockExpiryMs: 2_000 },
+      { maxAttempts: 10, maxConflictRetries: 10 },
+    ]) {
+      expect(() => new RedisStorageDriver({ ...target, prefix: uniquePrefix(), ...options })).toThrow(
+        expect.objectContaining({ code: "VALIDATION" }),
+      );
+    }
+  });
+
+  it("bad options are VALIDATION from the constructor: no server named, a bad number, a bad prefix", () => {
+    const bad: unknown[] = [
+      {},
+      { ...target, prefix: "{braces}" },
+      { ...target, lockTimeoutMs: "30s" },
+      { ...target, commandTimeoutMs: 0 },
+      { ...target, lockExpiryMs: 0.5 },
+      { ...target, maxConflictRetries: -1 },
+      { ...target, maxAttempts: 0 },
+    ];
+    for (const options of bad) {
+      expect(() => new RedisStorageDriver(options as RedisStorageDriverOptions), JSON.stringify(options)).toThrow(
+        expect.objectContaining({ code: "VALIDATION", message: expect.stringMatching(/^redis: invalid input: /) }),
+      );
+    }
+  });
+});

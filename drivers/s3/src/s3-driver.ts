@@ -7,10 +7,13 @@ import {
   type DriverDescription,
   isLoadableStore,
   Mutex,
+  numberOption,
   type RestoreResult,
+  resolveOption,
   type StorageData,
   type StorageDriver,
   type StoreReader,
+  sleep,
   type WriteSet,
 } from "@taskstore/core";
 import { errors } from "./s3-errors.js";
@@ -50,11 +53,19 @@ export interface S3StorageDriverOptions {
    * changes. Only for a store that one process writes, on a server you cannot replace. Default false.
    */
   unsafeAllowUnconditionalWrites?: boolean;
-  /** How long `acquireLock()` waits before `LockTimeoutError`. Default 30,000 ms. */
+  /** How long `acquireLock()`, and a change set meeting another instance's lock, wait before `LockTimeoutError`. Default 30,000 ms. */
   lockTimeoutMs?: number;
-  /** Lease length of the lock; renewed every third of it while held. Default 30,000 ms. */
+  /**
+   * How long the lock of a holder that vanished blocks others: the lease length, renewed every
+   * third of it while held. Default 30,000 ms.
+   */
+  lockExpiryMs?: number;
+  /** @deprecated Use `lockExpiryMs` (the same value); accepted until the next minor version. */
   leaseMs?: number;
-  /** Attempts of one change set when other writers keep committing first (412), before `ConflictError`. Default 40. */
+  /**
+   * How many times one change set is run again when other writers keep committing first (412),
+   * before `ConflictError` (retries: the first run is not counted). Default 39 (40 runs in all).
+   */
   maxConflictRetries?: number;
   /** Compact after this many deltas in an epoch. Default 500. */
   maxDeltas?: number;
@@ -85,13 +96,29 @@ export class S3StorageDriver implements StorageDriver {
   private readonly store: EpochStore;
   private readonly lease: S3Lease;
   private readonly options: S3StorageDriverOptions;
+  private readonly maxConflictRetries: number;
+  private readonly lockTimeoutMs: number;
   private context: DriverContext | undefined;
   private initializing: Promise<void> | undefined;
   private readonly queue = new Mutex();
   private lastBackupStamp = "";
 
   constructor(options: S3StorageDriverOptions) {
-    if (!options?.bucket) throw new TypeError(errors.message("the bucket option is required"));
+    if (!options?.bucket || typeof options.bucket !== "string") {
+      throw errors.invalidOption("bucket", "is required (the name of a bucket that exists)");
+    }
+    const quoting = options.etagQuoting;
+    if (quoting !== undefined && quoting !== "auto" && quoting !== "standard" && quoting !== "unquoted") {
+      throw errors.invalidOption("etagQuoting", `must be "auto", "standard" or "unquoted", not ${JSON.stringify(quoting)}`);
+    }
+    const { name } = this;
+    const requestTimeoutMs = numberOption(options.requestTimeoutMs, "requestTimeoutMs", name, 15_000, { min: 1 });
+    const maxAttempts = numberOption(options.maxAttempts, "maxAttempts", name, 5, { min: 1, integer: true });
+    this.lockTimeoutMs = numberOption(options.lockTimeoutMs, "lockTimeoutMs", name, 30_000);
+    const lockExpiryMs = numberOption(resolveOption(options, "lockExpiryMs", "leaseMs", name), "lockExpiryMs", name, 30_000, { min: 1 });
+    this.maxConflictRetries = numberOption(options.maxConflictRetries, "maxConflictRetries", name, 39, { integer: true });
+    const maxDeltas = numberOption(options.maxDeltas, "maxDeltas", name, 500, { min: 1, integer: true });
+    const retiredGraceMs = numberOption(options.retiredEpochGraceMs, "retiredEpochGraceMs", name, 15 * 60_000);
     this.options = options;
     let prefix = options.prefix ?? "taskstore/";
     if (prefix !== "" && !prefix.endsWith("/")) prefix += "/";
@@ -103,12 +130,12 @@ export class S3StorageDriver implements StorageDriver {
         ...(options.endpoint ? { endpoint: options.endpoint } : {}),
         forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
         ...(options.credentials ? { credentials: options.credentials } : {}),
-        maxAttempts: options.maxAttempts ?? 5,
+        maxAttempts,
         retryMode: "standard",
         // throwOnRequestTimeout: without it the SDK only logs a request past its timeout and keeps waiting.
         requestHandler: {
-          requestTimeout: options.requestTimeoutMs ?? 15_000,
-          socketTimeout: options.requestTimeoutMs ?? 15_000,
+          requestTimeout: requestTimeoutMs,
+          socketTimeout: requestTimeoutMs,
           throwOnRequestTimeout: true,
           connectionTimeout: 5_000,
         },
@@ -119,12 +146,8 @@ export class S3StorageDriver implements StorageDriver {
     this.io = new S3Io(this.client, options.bucket, prefix);
     if (options.etagQuoting && options.etagQuoting !== "auto") this.io.etagQuoting = options.etagQuoting;
     const warn = (error: Error) => this.context?.warn(error);
-    this.store = new EpochStore(
-      this.io,
-      { maxDeltas: options.maxDeltas ?? 500, minCompactBytes: 1024 * 1024, retiredGraceMs: options.retiredEpochGraceMs ?? 15 * 60_000 },
-      warn,
-    );
-    this.lease = new S3Lease(this.io, options.leaseMs ?? 30_000, options.lockTimeoutMs ?? 30_000, warn);
+    this.store = new EpochStore(this.io, { maxDeltas, minCompactBytes: 1024 * 1024, retiredGraceMs }, warn);
+    this.lease = new S3Lease(this.io, lockExpiryMs, this.lockTimeoutMs, warn);
   }
 
   attach(context: DriverContext): void {
@@ -155,25 +178,33 @@ export class S3StorageDriver implements StorageDriver {
 
   transact(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> {
     return this.exclusive(async () => {
-      const attempts = this.options.maxConflictRetries ?? 40;
+      // Only commits another writer beat count towards maxConflictRetries; rounds spent waiting
+      // for another instance's lock are bounded by lockTimeoutMs instead.
+      const lockDeadline = Date.now() + this.lockTimeoutMs;
+      let conflicts = 0;
       let wait = 10;
-      for (let attempt = 1; attempt <= attempts; attempt++) {
+      for (;;) {
         const state: State = await this.store.refresh();
         const writes = await work(state.table.reader());
         if (writes.puts.length === 0 && writes.logs.length === 0 && writes.deletes.length === 0 && writes.version === undefined) return;
         // Another instance holding the lock (lock -> load -> save -> unlock) is waited for; the
         // store is re-read after the wait, since the holder may have replaced it.
         if ((await this.lease.holder()) !== undefined && !this.lease.held) {
+          if (Date.now() >= lockDeadline) throw errors.lockTimeout(`a change set waited ${this.lockTimeoutMs} ms for the store lock`);
           await this.lease.waitUntilFree();
           continue;
         }
         if (await this.store.commit(state, writes)) return;
+        // A store that did not exist yet was created by commit(): not a conflict, run again on it.
+        if (state.epoch === undefined) continue;
+        if (++conflicts > this.maxConflictRetries) {
+          throw errors.conflict(
+            `gave up after ${conflicts} attempts: other writers kept committing to s3://${this.io.bucket}/${this.io.prefix} first`,
+          );
+        }
         await sleep(wait * Math.random());
         wait = Math.min(wait * 2, 400);
       }
-      throw errors.conflict(
-        `gave up after ${attempts} attempts: other writers kept committing to s3://${this.io.bucket}/${this.io.prefix} first`,
-      );
     });
   }
 
@@ -275,5 +306,3 @@ export class S3StorageDriver implements StorageDriver {
     });
   }
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -6,7 +6,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
-import { errors } from "./s3-errors.js";
+import { statusOf, toDriverError } from "./s3-errors.js";
 
 /** How `If-Match` carries an ETag: RFC 7232 quoted (AWS, MinIO) or bare (Ceph RGW 16 accepts only that). */
 export type EtagQuoting = "standard" | "unquoted";
@@ -119,13 +119,7 @@ export class S3Io {
     try {
       return await work();
     } catch (error) {
-      const status = statusOf(error);
-      const detail = `${(error as Error).name ?? "Error"}${status ? ` (HTTP ${status})` : ""}: ${(error as Error).message}`;
-      throw errors.wrap(error, `${operation} s3://${this.bucket}/${this.prefix}${key}`, detail);
+      throw toDriverError(error, `${operation} s3://${this.bucket}/${this.prefix}${key}`);
     }
   }
-}
-
-export function statusOf(error: unknown): number | undefined {
-  return (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
+import { sleep } from "@taskstore/core";
 import { errors } from "./s3-errors.js";
 import type { S3Io } from "./s3-io.js";
 
@@ -182,5 +183,3 @@ function parseLease(text: string): LeaseBody | undefined {
     return undefined;
   }
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { CorruptDataError, emptyStore, type StorageData, TaskTable, type WriteSet } from "@taskstore/core";
+import { emptyStore, type StorageData, TaskStoreError, TaskTable, type WriteSet } from "@taskstore/core";
 import { errors } from "./s3-errors.js";
 import type { S3Io } from "./s3-io.js";
 
@@ -86,7 +86,8 @@ export class EpochStore {
       await this.catchUp(state);
     } catch (error) {
       // A damaged delta or base: start over from the head next time (after a restore it names a new epoch).
-      if (CorruptDataError.isInstance(error)) this.state = undefined;
+      // (hasCode, not CorruptDataError.isInstance: that static is the base's, true for any taskstore error.)
+      if (TaskStoreError.hasCode(error, "CORRUPT_DATA")) this.state = undefined;
       throw error;
     }
     return state;
@@ -119,7 +120,7 @@ export class EpochStore {
       try {
         state = await this.refresh();
       } catch (error) {
-        if (!(tolerateCorrupt && CorruptDataError.isInstance(error))) throw error;
+        if (!(tolerateCorrupt && TaskStoreError.hasCode(error, "CORRUPT_DATA"))) throw error;
         this.state = undefined;
       }
       if (state?.epoch === undefined && state) {

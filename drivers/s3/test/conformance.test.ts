@@ -18,6 +18,6 @@ describeStorageDriver({
   setup: conformanceSetup(
     () => server,
     () => bucket,
-    { leaseMs: 5_000 },
+    { lockExpiryMs: 5_000 },
   ),
 });

@@ -3,7 +3,7 @@ import { makeLogs, makeTask } from "@taskstore/conformance";
 import { EventBus, type StorageData, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
 import { S3StorageDriver, type S3StorageDriverOptions } from "@taskstore/driver-s3";
 import { type S3Server, startS3 } from "@taskstore/test-services";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { driverOptions, listKeys, rawClient, uniquePrefix } from "./helpers.js";
 
 let server: S3Server;
@@ -151,9 +151,9 @@ describe("object layout", () => {
 describe("lock lease", () => {
   it("a held lease makes acquireLock() on another instance time out with LOCK_TIMEOUT, and is renewed while held", async () => {
     const prefix = uniquePrefix();
-    const holder = driver(prefix, { leaseMs: 600 });
+    const holder = driver(prefix, { lockExpiryMs: 600 });
     await holder.acquireLock();
-    const other = driver(prefix, { lockTimeoutMs: 1_500, leaseMs: 600 });
+    const other = driver(prefix, { lockTimeoutMs: 1_500, lockExpiryMs: 600 });
     await expect(other.acquireLock()).rejects.toSatisfy((error) => TaskStoreError.hasCode(error, "LOCK_TIMEOUT"));
     await holder.releaseLock();
     await other.acquireLock();
@@ -162,7 +162,7 @@ describe("lock lease", () => {
 
   it("releaseLock() while a renewal is in flight still releases the lease", async () => {
     const prefix = uniquePrefix();
-    const d = driver(prefix, { leaseMs: 150 }); // renewed every 50 ms
+    const d = driver(prefix, { lockExpiryMs: 150 }); // renewed every 50 ms
     for (let round = 0; round < 40; round++) {
       await d.acquireLock();
       // Around the moment the renewal goes out, so some releases meet one in flight.
@@ -186,7 +186,7 @@ describe("lock lease", () => {
 
   it("releaseLock() by an instance whose lease was taken over leaves the new holder's lease in place", async () => {
     const prefix = uniquePrefix();
-    const first = driver(prefix, { leaseMs: 60_000 });
+    const first = driver(prefix, { lockExpiryMs: 60_000 });
     await first.acquireLock();
     // Another holder takes it over behind first's back (as after an expiry).
     const current = await readJson(`${prefix}lock.json`);
@@ -267,4 +267,86 @@ describe("recovery", () => {
       expect(fresh.find((t) => t.id === id)?.logs.map((entry) => entry.output)).toEqual(["written after the restore"]);
     });
   }
+});
+
+/** The deprecation warnings among what `process.emitWarning` was called with. */
+const deprecations = (spy: { mock: { calls: unknown[][] } }) =>
+  spy.mock.calls.filter((call) => (call[1] as { code?: string } | undefined)?.code === "TASKSTORE_DEPRECATED_OPTION");
+
+describe("options", () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  /** How long the lease `acquireLock()` wrote lasts: `expiresAt - since`. */
+  async function leaseLength(extra: Partial<S3StorageDriverOptions>): Promise<number> {
+    const prefix = uniquePrefix();
+    const d = driver(prefix, extra);
+    await d.acquireLock();
+    const { body } = await readJson(`${prefix}lock.json`);
+    await d.releaseLock();
+    return (body.expiresAt as number) - (body.since as number);
+  }
+
+  it("lockExpiryMs is the lease length", async () => {
+    expect(await leaseLength({ lockExpiryMs: 45_000 })).toBe(45_000);
+  });
+
+  it("the deprecated leaseMs still works, and warns once per process with TASKSTORE_DEPRECATED_OPTION", async () => {
+    const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
+    expect(await leaseLength({ leaseMs: 40_000 })).toBe(40_000);
+    expect(await leaseLength({ leaseMs: 40_000 })).toBe(40_000);
+    const calls = deprecations(warn);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]?.[0]).toMatch(/^s3: the option leaseMs is deprecated.*lockExpiryMs/);
+  });
+
+  it("maxConflictRetries counts retries: with 1, a change set beaten by another writer every time runs twice, then CONFLICT", async () => {
+    const prefix = uniquePrefix();
+    const d = driver(prefix, { maxConflictRetries: 1 });
+    const other = driver(prefix);
+    await d.saveData({ version: "1.0.0", tasks: [makeTask({ id: "a" })], metadata: { lastUpdated: 1, totalTasks: 1 } });
+    let runs = 0;
+    const outcome = await d
+      .transact(async (reader) => {
+        runs++;
+        await reader.get("a");
+        // Another writer commits first, every time.
+        await other.transact(async () => ({ puts: [makeTask({ id: `other-${runs}` })], logs: [], deletes: [] }));
+        return { puts: [makeTask({ id: "a", title: "mine" })], logs: [], deletes: [] };
+      })
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(TaskStoreError.hasCode(outcome, "CONFLICT")).toBe(true);
+    expect(runs).toBe(2);
+  });
+
+  it("the first change set on a store never written is not a conflict, even with maxConflictRetries 0", async () => {
+    const d = driver(uniquePrefix(), { maxConflictRetries: 0 });
+    await d.transact(async () => ({ puts: [makeTask({ id: "first" })], logs: [], deletes: [] }));
+    expect((await d.loadData()).tasks.map((t) => t.id)).toEqual(["first"]);
+  });
+
+  it("bad options are VALIDATION from the constructor, never a TypeError", () => {
+    const base = driverOptions(server, bucket, uniquePrefix());
+    const bad: unknown[] = [
+      undefined,
+      { ...base, bucket: undefined },
+      { ...base, etagQuoting: "sometimes" },
+      { ...base, maxAttempts: 0 },
+      { ...base, requestTimeoutMs: "15s" },
+      { ...base, lockExpiryMs: -1 },
+      { ...base, maxConflictRetries: 1.5 },
+      { ...base, maxDeltas: 0 },
+      { ...base, leaseMs: 1_000, lockExpiryMs: 2_000 },
+    ];
+    for (const options of bad) {
+      // A code, so never a TypeError (which has none).
+      expect(() => new S3StorageDriver(options as S3StorageDriverOptions), JSON.stringify(options)).toThrow(
+        expect.objectContaining({ code: "VALIDATION", message: expect.stringMatching(/^s3: invalid input: /) }),
+      );
+    }
+  });
 });

@@ -1,7 +1,5 @@
-import { Mutex } from "@taskstore/core";
+import { Mutex, sleep } from "@taskstore/core";
 import { errors, isBusy } from "./sqlite-errors.js";
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Runs `step` until it does not fail with SQLITE_BUSY. Each attempt already waited the busy

@@ -1,27 +1,30 @@
 import { realpathSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import {
-  CorruptDataError,
   DRIVER_SPECIFICATION_VERSION,
   type DriverCapabilities,
   type DriverContext,
   type DriverDescription,
   type Mutex,
+  numberOption,
   type RestoreResult,
+  resolveOption,
   type StorageData,
   type StorageDriver,
   type StoreReader,
+  sleep,
+  TaskStoreError,
   type WriteSet,
 } from "@taskstore/core";
 import type Database from "better-sqlite3";
 import { stageBackup, swapIn, writeBackup } from "./sqlite-backup.js";
-import { gateFor, retryBusy, sleep } from "./sqlite-busy.js";
+import { gateFor, retryBusy } from "./sqlite-busy.js";
 import { SqliteConnection, type SynchronousLevel } from "./sqlite-connection.js";
 import { errors, isBusy, translate } from "./sqlite-errors.js";
 import { type LockHolder, memoryLockDb, StoreLock } from "./sqlite-lock.js";
 import { DB_SCHEMA_VERSION } from "./sqlite-migrations.js";
 import { applyWork, readStore, type Statements, tryBegin, writeStore } from "./sqlite-statements.js";
-import { inspectFile, NotAStoreError } from "./sqlite-store-file.js";
+import { inspectFile, type NotAStoreError } from "./sqlite-store-file.js";
 
 export type { SynchronousLevel } from "./sqlite-connection.js";
 
@@ -43,7 +46,12 @@ export interface SQLiteStorageDriverOptions {
    * while other processes write, before a `LockTimeoutError`. Default 30,000 ms.
    */
   lockTimeoutMs?: number;
-  /** A lock whose holder stopped renewing it (another host, or a reused pid) expires after this. Default 30,000 ms. */
+  /**
+   * How long a store lock whose holder vanished (another host, or a reused pid) blocks others:
+   * the holder renews it every third of this. Default 30,000 ms.
+   */
+  lockExpiryMs?: number;
+  /** @deprecated Use `lockExpiryMs` (the same value); accepted until the next minor version. */
   lockStaleMs?: number;
   /** Where `backup()` writes and `restore()` reads. Default `<path>.backup`. */
   backupPath?: string;
@@ -73,16 +81,17 @@ export class SQLiteStorageDriver implements StorageDriver {
 
   constructor(options: SQLiteStorageDriverOptions) {
     if (!options || (options.path === undefined) === (options.database === undefined)) {
-      throw new TypeError(errors.message("give exactly one of { path } or { database }"));
+      throw errors.invalidOption("path", "give exactly one of { path } or { database }");
     }
     this.synchronous = options.synchronous ?? "FULL";
     if (!["OFF", "NORMAL", "FULL", "EXTRA"].includes(this.synchronous)) {
-      throw new TypeError(errors.message(`synchronous must be OFF, NORMAL, FULL or EXTRA, not ${String(this.synchronous)}`));
+      throw errors.invalidOption("synchronous", `must be OFF, NORMAL, FULL or EXTRA, not ${String(this.synchronous)}`);
     }
-    this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+    this.lockTimeoutMs = numberOption(options.lockTimeoutMs, "lockTimeoutMs", this.name, 30_000);
+    const lockExpiryMs = numberOption(resolveOption(options, "lockExpiryMs", "lockStaleMs", this.name), "lockExpiryMs", this.name, 30_000);
     this.connection = new SqliteConnection(options, {
       synchronous: this.synchronous,
-      busyTimeoutMs: options.busyTimeoutMs ?? 2_000,
+      busyTimeoutMs: numberOption(options.busyTimeoutMs, "busyTimeoutMs", this.name, 2_000),
       lockTimeoutMs: this.lockTimeoutMs,
     });
     this.path = this.connection.path;
@@ -93,7 +102,7 @@ export class SQLiteStorageDriver implements StorageDriver {
       () => (lockPath ? this.connection.openLockFile(lockPath) : memoryLockDb(options.database as Database.Database)),
       lockPath !== undefined,
       this.lockTimeoutMs,
-      options.lockStaleMs ?? 30_000,
+      lockExpiryMs,
       (error) => this.context?.warn(error),
     );
     this.capabilities = {
@@ -139,7 +148,7 @@ export class SQLiteStorageDriver implements StorageDriver {
 
   async backup(): Promise<void> {
     const target = this.backupPath;
-    if (!target) throw errors.unavailable("an in-memory database needs the backupPath option to back up");
+    if (!target) throw errors.unsupported("an in-memory database needs the backupPath option to back up");
     await this.gate.run(async () => {
       await this.connection.ready();
       await writeBackup(this.connection.database, target).catch((error) => {
@@ -151,7 +160,7 @@ export class SQLiteStorageDriver implements StorageDriver {
   async restore(): Promise<RestoreResult> {
     const path = this.path;
     const source = this.backupPath;
-    if (!this.connection.owned || !path || !source) throw errors.unavailable("restore needs a database the driver opened by path");
+    if (!this.connection.owned || !path || !source) throw errors.unsupported("restore needs a database the driver opened by path");
     // Restoring moves the current file aside: never a FIFO, a device or someone's text file.
     inspectFile(path, "the store");
     // Under the store lock (core already holds it when it restores): other instances' writes
@@ -206,9 +215,9 @@ export class SQLiteStorageDriver implements StorageDriver {
     try {
       lockHolder = await this.lock.holder();
     } catch (error) {
-      // A path that is not a store: describe it, never create a lock file beside it.
-      if (!(error instanceof NotAStoreError)) throw error;
-      refused = error;
+      // A path that is not a store (NotAStoreError): describe it, never create a lock file beside it.
+      if (!TaskStoreError.hasCode(error, "VALIDATION")) throw error;
+      refused = error as NotAStoreError;
     }
     const openError = this.connection.openError ?? refused;
     return {
@@ -293,7 +302,7 @@ export class SQLiteStorageDriver implements StorageDriver {
       try {
         s = await this.connection.ready();
       } catch (error) {
-        if (error instanceof CorruptDataError) return;
+        if (TaskStoreError.hasCode(error, "CORRUPT_DATA")) return;
         throw error;
       }
       await retryBusy(() => s.begin.run(), this.lockTimeoutMs, "wait for writes in progress");

@@ -22,9 +22,14 @@ export function translate(error: unknown, doing: string, path: string | undefine
   return errors.corrupt(`${doing}: ${path ?? ":memory:"} is damaged: ${(error as Error).message}`, error);
 }
 
-/** A database written by a newer version of this driver: it is never migrated down, nor written. */
+/**
+ * A database written by a newer version of this driver: it is never migrated down, nor written.
+ * `VERSION_UNSUPPORTED`, not an outage: retrying cannot help, upgrading the driver does.
+ */
 export function newerSchemaError(version: number) {
-  return errors.unavailable(
+  return errors.newerSchema(
+    version,
+    DB_SCHEMA_VERSION,
     `the database has schema version ${version}, newer than this driver's ${DB_SCHEMA_VERSION}: upgrade @taskstore/driver-sqlite`,
   );
 }

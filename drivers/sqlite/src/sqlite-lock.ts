@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
+import { sleep } from "@taskstore/core";
 import Database from "better-sqlite3";
-import { retryBusy, sleep } from "./sqlite-busy.js";
+import { retryBusy } from "./sqlite-busy.js";
 import { errors, isBusy } from "./sqlite-errors.js";
 
 /** Who holds the store's lock, as `describe()` shows it. */
@@ -42,7 +43,7 @@ export class StoreLock {
     /** False when the connection is shared (a caller's in-memory database): then never closed here. */
     private readonly ownsConnection: boolean,
     private readonly timeoutMs: number,
-    private readonly staleMs: number,
+    private readonly expiryMs: number,
     private readonly onLost: (error: Error) => void,
   ) {}
 
@@ -65,7 +66,7 @@ export class StoreLock {
       await sleep(delay + Math.random() * delay);
       delay = Math.min(delay * 2, 100);
     }
-    const every = Math.max(10, Math.floor(this.staleMs / 3));
+    const every = Math.max(10, Math.floor(this.expiryMs / 3));
     this.heartbeat = setInterval(() => this.renew(), every);
     this.heartbeat.unref();
   }
@@ -129,7 +130,7 @@ export class StoreLock {
         process.pid,
         this.host,
         now,
-        now + this.staleMs,
+        now + this.expiryMs,
       );
       db.exec("COMMIT");
       return true;
@@ -149,7 +150,7 @@ export class StoreLock {
     try {
       const { changes } = this.connection()
         .prepare("UPDATE lock SET expires = ? WHERE owner = ?")
-        .run(Date.now() + this.staleMs, this.owner);
+        .run(Date.now() + this.expiryMs, this.owner);
       if (changes === 0) {
         clearInterval(this.heartbeat);
         this.heartbeat = undefined;

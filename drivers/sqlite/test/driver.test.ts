@@ -184,7 +184,7 @@ describe("the store lock", () => {
 
   it("the lock of a process killed with SIGKILL is taken over at once, not after the stale period", async () => {
     const file = store();
-    const driver = new SQLiteStorageDriver({ path: file, lockTimeoutMs: 2_000, lockStaleMs: 600_000 });
+    const driver = new SQLiteStorageDriver({ path: file, lockTimeoutMs: 2_000, lockExpiryMs: 600_000 });
     await driver.initialize();
     let locked: () => void = () => undefined;
     const holding = new Promise<void>((resolve) => {

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { EventBus, TaskManager, TaskRepository } from "@taskstore/core";
+import { EventBus, TaskManager, TaskRepository, TaskStoreError } from "@taskstore/core";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { DB_SCHEMA_VERSION, SQLiteStorageDriver } from "../src/index.js";
@@ -96,18 +96,37 @@ describe("schema migrations", () => {
     await driver.close();
   });
 
-  it("a database of a newer schema version than the driver knows is refused, not rewritten", async () => {
+  /** A database file whose schema version is one past the driver's. */
+  function newerDatabase(): string {
     const { dir, remove } = tempDir();
     cleanup = remove;
     const file = path.join(dir, "tasks.db");
     const db = new Database(file);
     db.pragma(`user_version = ${DB_SCHEMA_VERSION + 1}`);
     db.close();
+    return file;
+  }
+
+  it("a database of a newer schema version than the driver knows is refused, not rewritten", async () => {
+    const file = newerDatabase();
     const driver = new SQLiteStorageDriver({ path: file });
-    await expect(driver.initialize()).rejects.toMatchObject({ code: "STORAGE_UNAVAILABLE", message: expect.stringMatching(/newer/) });
+    await expect(driver.initialize()).rejects.toMatchObject({
+      code: "VERSION_UNSUPPORTED",
+      message: expect.stringMatching(/^sqlite: .*newer.*upgrade @taskstore\/driver-sqlite/),
+    });
     await driver.close();
     const again = new Database(file);
     expect(again.pragma("user_version", { simple: true })).toBe(DB_SCHEMA_VERSION + 1);
     again.close();
+  });
+
+  it("a TaskManager's write to a database of a newer schema fails with VERSION_UNSUPPORTED and is not kept to retry as an outage", async () => {
+    const repository = new TaskRepository({ driver: new SQLiteStorageDriver({ path: newerDatabase() }) });
+    const manager = new TaskManager(new EventBus(), repository);
+    await expect(manager.create({ title: "never written" })).rejects.toSatisfy((error) =>
+      TaskStoreError.hasCode(error, "VERSION_UNSUPPORTED"),
+    );
+    expect(repository.pendingChanges()).toEqual([]);
+    await manager.close();
   });
 });

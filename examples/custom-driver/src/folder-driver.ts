@@ -2,10 +2,13 @@ import { randomUUID } from "node:crypto";
 import { link, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
-import { CorruptDataError, DRIVER_SPECIFICATION_VERSION, LockTimeoutError, type StorageData, type StorageDriver } from "@taskstore/core";
+import { DRIVER_SPECIFICATION_VERSION, driverErrors, emptyStore, type StorageData, type StorageDriver, sleep } from "@taskstore/core";
+
+/** Core's errors, each message starting "folder: ". */
+const errors = driverErrors("folder");
 
 /**
- * A third-party-style driver with only the seed's six methods: the store is `store.json` in a
+ * A third-party-style driver with only the six required methods: the store is `store.json` in a
  * folder, `backup.json` beside it, and a lock file made with O_EXCL. The repository adds
  * everything else (change sets on the current state, validation, group commit, degradation).
  */
@@ -35,15 +38,13 @@ export class FolderStorageDriver implements StorageDriver {
     try {
       text = await readFile(this.file("store.json"), "utf8");
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") {
-        return { version: "1.0.0", tasks: [], metadata: { lastUpdated: 0, totalTasks: 0 } };
-      }
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return emptyStore();
       throw error;
     }
     try {
       return JSON.parse(text);
     } catch (error) {
-      throw new CorruptDataError("folder: store.json is not JSON", { cause: error });
+      throw errors.corrupt("store.json is not JSON", error);
     }
   }
 
@@ -87,9 +88,9 @@ export class FolderStorageDriver implements StorageDriver {
       }
       if (Date.now() > deadline) {
         await rm(record, { force: true });
-        throw new LockTimeoutError(`folder: ${this.file("lock")} is held by another process`);
+        throw errors.lockTimeout(`${this.file("lock")} is held by another process`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await sleep(5);
     }
   }
 

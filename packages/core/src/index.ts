@@ -38,6 +38,8 @@ export { newTaskId } from "./ids.js";
 export { type DriverErrors, driverErrors } from "./kit/driver-errors.js";
 export { emptyStore } from "./kit/empty-store.js";
 export { Mutex } from "./kit/mutex.js";
+export { type DeprecatedAlias, type NumberRule, numberOption, resolveOption } from "./kit/options.js";
+export { sleep } from "./kit/sleep.js";
 export { joinStore, type StoreEnvelope, splitStore, taskBody } from "./kit/store-envelope.js";
 export { newerVersion, parseVersion } from "./kit/version.js";
 export { isLegacyData, isLoadableStore, type LegacyTodo, type MigrateLegacyOptions, migrateLegacy } from "./legacy.js";

@@ -9,7 +9,9 @@ import {
   type WriteSet,
 } from "./driver.js";
 import { CorruptDataError, LockTimeoutError } from "./errors.js";
-import { SCHEMA_VERSION, type StorageData, type StoredTask } from "./schema.js";
+import { emptyStore } from "./kit/empty-store.js";
+import { numberOption } from "./kit/options.js";
+import type { StorageData } from "./schema.js";
 import { TaskTable } from "./table.js";
 
 export interface MemoryStorageDriverOptions {
@@ -78,8 +80,9 @@ const stores = new Map<string, SharedStore>();
 
 /**
  * The reference driver: a store in memory, shared by name between instances, with a real lock.
- * It keeps nothing across processes. Tests use it to see what any driver must do; its
- * `writeRaw()` puts arbitrary text in the store so tests can corrupt it.
+ * It keeps nothing across processes. Tests use it to see what any driver must do; since tests
+ * are what it is for, reaching into the store is part of its API: `writeRaw()` puts arbitrary
+ * text in the store (to corrupt it), `readRaw()` and `movedAside()` show what is there.
  */
 export class MemoryStorageDriver implements StorageDriver {
   readonly name = "memory";
@@ -100,16 +103,16 @@ export class MemoryStorageDriver implements StorageDriver {
       stores.set(this.storeName, store);
     }
     this.store = store;
-    this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+    this.lockTimeoutMs = numberOption(options.lockTimeoutMs, "lockTimeoutMs", this.name, 30_000);
+    // With `incremental: false` the manifest says so, and core never calls transact().
     const incremental = options.incremental ?? true;
     this.capabilities = { locking: true, incremental, backup: true, restore: true, persistent: false, changeNotification: true };
-    if (!incremental) this.transact = undefined;
   }
 
   async initialize(): Promise<void> {}
 
   async loadData(): Promise<StorageData> {
-    if (this.store.text === undefined) return emptyData();
+    if (this.store.text === undefined) return emptyStore();
     try {
       return JSON.parse(this.store.text);
     } catch (error) {
@@ -123,7 +126,7 @@ export class MemoryStorageDriver implements StorageDriver {
   }
 
   async backup(): Promise<void> {
-    this.store.backupText = this.store.text ?? JSON.stringify(emptyData());
+    this.store.backupText = this.store.text ?? JSON.stringify(emptyStore());
     this.store.backupAt = Date.now();
   }
 
@@ -146,7 +149,7 @@ export class MemoryStorageDriver implements StorageDriver {
     this.store.release(this.owner);
   }
 
-  transact?: (work: (reader: StoreReader) => Promise<WriteSet>) => Promise<void> = async (work) => {
+  async transact(work: (reader: StoreReader) => Promise<WriteSet>): Promise<void> {
     await this.store.acquire(this.owner, this.lockTimeoutMs);
     try {
       const table = TaskTable.fromData(await this.loadData());
@@ -156,7 +159,7 @@ export class MemoryStorageDriver implements StorageDriver {
       this.store.release(this.owner);
     }
     this.store.notify(this.owner);
-  };
+  }
 
   watch(listener: () => void): () => void {
     this.store.watchers.set(listener, this.owner);
@@ -177,17 +180,17 @@ export class MemoryStorageDriver implements StorageDriver {
     await this.releaseLock();
   }
 
-  /** Test aid: replaces the stored text as it is, valid or not. */
+  /** Replaces the stored text as it is, valid or not. */
   writeRaw(text: string): void {
     this.store.text = text;
   }
 
-  /** Test aid: the stored text, or undefined for a store never written. */
+  /** The stored text, or undefined for a store never written. */
   readRaw(): string | undefined {
     return this.store.text;
   }
 
-  /** Test aid: stores moved aside by `restore()`. */
+  /** Stores moved aside by `restore()`, oldest first. */
   movedAside(): readonly string[] {
     return this.store.aside;
   }
@@ -196,8 +199,4 @@ export class MemoryStorageDriver implements StorageDriver {
   static drop(store: string): void {
     stores.delete(store);
   }
-}
-
-function emptyData(): StorageData {
-  return { version: SCHEMA_VERSION, tasks: [] as StoredTask[], metadata: { lastUpdated: 0, totalTasks: 0 } };
 }

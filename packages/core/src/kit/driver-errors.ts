@@ -7,6 +7,7 @@ import {
   UnsupportedError,
   ValidationError,
   type ValidationIssue,
+  VersionUnsupportedError,
 } from "../errors.js";
 
 /**
@@ -30,6 +31,14 @@ export interface DriverErrors {
   unsupported(text: string): UnsupportedError;
   /** `VALIDATION`, the message starting `"<driver>: invalid input: ..."`. */
   validation(issues: ValidationIssue[], cause?: unknown): ValidationError;
+  /** `VALIDATION` for one bad option (path `[option]`, rule `option`): what a constructor throws, never a `TypeError`. */
+  invalidOption(option: string, text: string): ValidationError;
+  /**
+   * `VERSION_UNSUPPORTED`: the backend's own schema (tables, layout) is at `found`, newer than the
+   * `supported` one of this driver, which never migrates it down nor writes it. Not an outage:
+   * core does not retry it. `text` says what to upgrade.
+   */
+  newerSchema(found: number | string, supported: number | string, text: string): VersionUnsupportedError;
   /**
    * A taskstore error as it is; anything else (a client library's error) as `STORAGE_UNAVAILABLE`,
    * `"<driver>: <doing> failed: <detail>"`, the original kept as `cause`. `detail` defaults to
@@ -60,6 +69,13 @@ export function driverErrors(driver: string): DriverErrors {
     conflict: (text, cause) => new ConflictError(message(text), withCause(cause)),
     unsupported: (text) => new UnsupportedError(message(text)),
     validation: (issues, cause) => new ValidationError(issues, { subject: driver, ...withCause(cause) }),
+    invalidOption: (option, text) => new ValidationError([{ path: [option], rule: "option", message: text }], { subject: driver }),
+    newerSchema(found, supported, text) {
+      const error = new VersionUnsupportedError(String(found), String(supported), { unreadable: text });
+      // The store's data may be of any version: what is too new is this driver's own layout.
+      error.message = message(text);
+      return error;
+    },
     wrap,
     async guard(doing, work) {
       try {

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { type BigIntStats, constants, promises as fs, type Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
+import { sleep } from "@taskstore/core";
 
 /** Mode of every file the driver writes, whatever the umask. */
 export const FILE_MODE = 0o600;
@@ -266,7 +267,7 @@ async function renameWithRetry(from: string, to: string): Promise<void> {
       return;
     } catch (error) {
       if (!isWindows || !["EPERM", "EBUSY", "EACCES"].includes(codeOf(error) ?? "") || delay > 640) throw error;
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await sleep(delay);
     }
   }
 }

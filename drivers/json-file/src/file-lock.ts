@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
 import fs, { promises as fsp } from "node:fs";
 import path from "node:path";
-import { LockTimeoutError, StorageUnavailableError } from "@taskstore/core";
+import { StorageUnavailableError, sleep } from "@taskstore/core";
 import lockfile from "proper-lockfile";
 import { codeOf, DIR_MODE, type Fence, FILE_MODE, readRegularFile } from "./atomic-file.js";
 import { canCheckPid, isGone, ownIdentity, type ProcessIdentity } from "./host-identity.js";
+import { errors } from "./json-file-errors.js";
 
 export { isAlive } from "./host-identity.js";
 
@@ -41,7 +42,7 @@ export interface FileLockOptions {
 export class LockLostError extends StorageUnavailableError {
   constructor(lockPath: string, options?: { cause?: unknown }) {
     super(
-      `json-file: the lock ${lockPath} is no longer this process's (taken over while it stalled, or removed); nothing was written`,
+      errors.message(`the lock ${lockPath} is no longer this process's (taken over while it stalled, or removed); nothing was written`),
       options,
     );
   }
@@ -116,12 +117,12 @@ export class FileLock {
     return this.state === "held";
   }
 
-  /** Takes the lock, waiting up to `timeoutMs` (the configured timeout by default; 0: one attempt) before `LockTimeoutError`. */
   /** Whether the lock is held and kept for this instance's next write (`releaseSoon`), not in use. */
   get kept(): boolean {
     return this.lingering !== undefined && this.state === "held";
   }
 
+  /** Takes the lock, waiting up to `timeoutMs` (the configured timeout by default; 0: one attempt) before `LockTimeoutError`. */
   async acquire(timeoutMs: number = this.options.timeoutMs): Promise<void> {
     if (this.kept) {
       // Kept since the last write: still this instance's (a takeover meanwhile shows in what is
@@ -155,7 +156,7 @@ export class FileLock {
       if (left <= 0) {
         const holder = await readHolder(lockPath);
         const who = holder ? ` (held by pid ${holder.pid} on ${holder.host} since ${new Date(holder.since).toISOString()})` : "";
-        throw new LockTimeoutError(`json-file: could not acquire ${lockPath} within ${timeoutMs} ms${who}`);
+        throw errors.lockTimeout(`could not acquire ${lockPath} within ${timeoutMs} ms${who}`);
       }
       // A note in the holder's queue: a holder keeping the lock between its writes lets it go.
       const seen = present ?? (await fsp.lstat(lockPath).catch(() => undefined));
@@ -368,10 +369,6 @@ async function createLockDir(dir: string, holder: LockHolder): Promise<void> {
       throw Object.assign(new Error(`${dir} exists`), { code: "EEXIST" });
     throw error;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Leaves a note in the queue of the lock at `lockPath` (a lock of an older version has none: nothing then). */

@@ -156,6 +156,9 @@ describe("housekeeping and diagnostics", () => {
     await utimes(backup, old, old);
     await first.saveData(data(5)); // the interval passed
     expect(JSON.parse(await readFile(backup, "utf8")).metadata.lastUpdated).toBe(4);
+    // Closed before the folder is removed: a lock kept for a next write is let go a moment later.
+    await first.close();
+    await second.close();
   });
 });
 
@@ -238,7 +241,7 @@ describe("a symlinked tasks.json whose target is not a store (a cloned repositor
         logs: [],
       };
       await expect(manager.repository.save(task)).rejects.toMatchObject({ code: "CORRUPT_DATA" });
-      // A seed-style write straight to the driver is refused too.
+      // A saveData() straight to the driver (one of the six required methods) is refused too.
       const driver = new JSONFileStorageDriver(link);
       await driver.initialize();
       await expect(driver.saveData({ version: "1.0.0", tasks: [], metadata: { lastUpdated: 0, totalTasks: 0 } })).rejects.toMatchObject({

@@ -53,7 +53,7 @@ describe("the store size limit (maxStoreBytes)", () => {
     expect((await readdir(dir)).sort()).toEqual(["tasks.backup.json", "tasks.journal.jsonl", "tasks.json"]);
     expect(manager.findById(id)?.logs.map((entry) => entry.output)).toEqual(["fits"]);
 
-    // A seed-style write straight to the driver is refused the same way.
+    // A saveData() straight to the driver (one of the six required methods) is refused the same way.
     const driver = new JSONFileStorageDriver({ path: file, maxStoreBytes: 4096 });
     await driver.initialize();
     const big = { version: "1.0.0", tasks: [], metadata: { lastUpdated: 0, totalTasks: 0, padding: "y".repeat(5_000) } };

@@ -67,7 +67,7 @@ async function loadStore(file: string): Promise<StorageData> {
   return parseStorageData(await driver.loadData());
 }
 
-async function openManager(file: string, options: { staleMs?: number; lockTimeoutMs?: number } = {}): Promise<TaskManager> {
+async function openManager(file: string, options: { lockExpiryMs?: number; lockTimeoutMs?: number } = {}): Promise<TaskManager> {
   const manager = new TaskManager(new EventBus(), new TaskRepository({ driver: new JSONFileStorageDriver({ path: file, ...options }) }));
   cleanups.push(() => manager.close().catch(() => undefined));
   await manager.loadFromRepository();
@@ -131,7 +131,7 @@ async function stalledHolder(stopAt: string, holderOptions: StartOptions = {}, d
   await until(() => processState(pid as number) === "T", "the holder to be stopped");
 
   // Waits out the stale period (the holder no longer refreshes its lock), takes over, writes.
-  const writer = await openManager(file, { staleMs: 2_000, lockTimeoutMs: 30_000 });
+  const writer = await openManager(file, { lockExpiryMs: 2_000, lockTimeoutMs: 30_000 });
   await writer.update(seeded, { title: "from the writer that took over" });
   const created = await writer.create({ title: "created by the writer" });
   expect(processState(pid as number), "still stopped when the other writes were acknowledged").toBe("T");
@@ -175,7 +175,7 @@ describe("a holder that stalls past the stale period while it releases the lock"
     await holder.waitFor("stopping");
     const pid = holder.process.pid as number;
     await until(() => processState(pid) === "T", "the holder to be stopped");
-    const driver = new JSONFileStorageDriver({ path: file, staleMs: 2_000, lockTimeoutMs: 30_000 });
+    const driver = new JSONFileStorageDriver({ path: file, lockExpiryMs: 2_000, lockTimeoutMs: 30_000 });
     cleanups.push(() => driver.close());
     await driver.initialize();
     await driver.acquireLock(); // after the stale period
@@ -212,7 +212,7 @@ describe.skipIf(!canUnshare)("holders and writers in other PID namespaces (unsha
     const { pid } = (await holder.waitFor("locked")) as { pid: number };
     expect(existsSync(`/proc/${pid}`), `pid ${pid} of the holder's namespace exists here too: the test proves nothing`).toBe(false);
 
-    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 1_500, staleMs: 60_000 });
+    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 1_500, lockExpiryMs: 60_000 });
     cleanups.push(() => driver.close());
     await driver.initialize();
     const holderInfo = (await driver.describe()).lockHolder as Record<string, unknown>;
@@ -228,7 +228,7 @@ describe.skipIf(!canUnshare)("holders and writers in other PID namespaces (unsha
     // Killed: its lock cannot be checked from here, so it goes after the stale period, not at once.
     signalGroup(holder, "SIGKILL");
     await holder.exited;
-    const later = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 30_000, staleMs: 2_000 });
+    const later = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 30_000, lockExpiryMs: 2_000 });
     cleanups.push(() => later.close());
     await later.acquireLock();
     expect((await later.describe()).lockHolder).toMatchObject({ pid: process.pid, pidNamespace: OWN_PID_NAMESPACE });

@@ -100,7 +100,7 @@ describe("the lock between processes", () => {
     const file = await store();
     const holder = track(startChild(WORKER, ["hold-lock", file]));
     const { pid } = (await holder.waitFor("locked")) as { pid: number };
-    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, staleMs: 60_000 });
+    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, lockExpiryMs: 60_000 });
     await driver.initialize();
     expect((await driver.describe()).lockHolder).toMatchObject({ pid, host: expect.any(String), since: expect.any(Number) });
     holder.process.kill("SIGKILL");
@@ -138,7 +138,7 @@ describe("the lock between processes", () => {
       path.join(lockDir, "holder.json"),
       JSON.stringify({ pid: 999_999_999, host: "another-host", since: Date.now(), token: "t" }),
     );
-    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 300, staleMs: 2_000 });
+    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 300, lockExpiryMs: 2_000 });
     await driver.initialize();
     // Its pid means nothing here: a fresh lock of another host is respected.
     await expect(driver.acquireLock()).rejects.toMatchObject({ code: "LOCK_TIMEOUT" });
@@ -187,7 +187,7 @@ describe("the lock between processes", () => {
 
   it("a lock lost while held is reported through attach() and never crashes the process; the write is refused", async () => {
     const file = await store();
-    const driver = new JSONFileStorageDriver({ path: file, staleMs: 2_000 });
+    const driver = new JSONFileStorageDriver({ path: file, lockExpiryMs: 2_000 });
     const warnings: Error[] = [];
     driver.attach({ warn: (error) => warnings.push(error) });
     await driver.initialize();
@@ -231,7 +231,7 @@ describe("broken locks", () => {
     expect(await filesMatching(path.dirname(file), /^\.tasks\.lock/)).toEqual([]); // taken over, then released
     // In this process too, with a stale period far longer than the timeout.
     await writeFile(lockPath, "again");
-    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, staleMs: 60_000 });
+    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, lockExpiryMs: 60_000 });
     await driver.initialize();
     await driver.acquireLock();
     expect((await lstat(lockPath)).isDirectory()).toBe(true);
@@ -250,7 +250,7 @@ describe("broken locks", () => {
     await utimes(victim, past, past);
     const before = await stat(victim);
     await symlink(victim, path.join(dir, ".tasks.lock"));
-    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, staleMs: 60_000 });
+    const driver = new JSONFileStorageDriver({ path: file, lockTimeoutMs: 2_000, lockExpiryMs: 60_000 });
     await driver.initialize();
     await driver.acquireLock();
     await driver.saveData({ version: "1.0.0", tasks: [], metadata: { lastUpdated: 0, totalTasks: 0 } });

@@ -1,4 +1,4 @@
-import { constants, promises as fs } from "node:fs";
+import { constants, promises as fs, fstatSync, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { codeOf, FILE_MODE, fsyncDir, tempPathFor, typeOf } from "./atomic-file.js";
@@ -92,8 +92,13 @@ export class JournalFile {
     return opened;
   }
 
+  /**
+   * The file's size now. `fstat` of an open file answers from the inode in memory and never
+   * waits for the disk, so it is called directly: through the thread pool, as `handle.stat()`,
+   * it cost an append about a fifth of its time (a round trip of ~20 us against ~1 us).
+   */
   async size(): Promise<number> {
-    return (await this.handle.stat()).size;
+    return fstatSync(this.handle.fd).size;
   }
 
   /** The bytes from `from` to `to` (or to the end). */
@@ -124,7 +129,7 @@ export class JournalFile {
       this.handle = handle;
       this.writable = true;
     }
-    await writeAll(this.handle, bytes);
+    writeAllNow(this.handle.fd, bytes);
   }
 
   async datasync(): Promise<void> {
@@ -134,6 +139,15 @@ export class JournalFile {
   async close(): Promise<void> {
     await this.handle.close().catch(() => undefined);
   }
+}
+
+/**
+ * Writes a record into the page cache at once (`write(2)` on a regular file does not wait for
+ * the disk; the `fdatasync` after it, which does, stays asynchronous). A record is a few hundred
+ * bytes; through the thread pool the write cost an append a round trip of its own.
+ */
+function writeAllNow(fd: number, bytes: Buffer): void {
+  for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset, bytes.length - offset);
 }
 
 async function writeAll(handle: FileHandle, bytes: Buffer): Promise<void> {

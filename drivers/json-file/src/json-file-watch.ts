@@ -85,11 +85,13 @@ export class StoreWatch {
     }
     this.nudging = true;
     const { state } = this;
-    // Events come in bursts (each append, the lock's folder): looked at once per burst.
+    // Events come in bursts (each append, the lock's folder): looked at once per burst, and at
+    // most once per NUDGE_DELAY_MS while they go on (this instance appending without a pause
+    // would otherwise have two stats running after every few of its appends).
     void (async () => {
-      await sleep(NUDGE_DELAY_MS);
-      if (this.listeners.size === 0) return; // unsubscribed (or closed) meanwhile
       do {
+        await sleep(NUDGE_DELAY_MS);
+        if (this.listeners.size === 0) return; // unsubscribed (or closed) meanwhile
         this.nudgeAgain = false;
         const [journal, snapshot] = await Promise.all([
           fs.lstat(state.journalPath).catch(() => undefined),

@@ -10,7 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchRow, BenchSuite } from "./types.js";
 
-const SUITES = ["core", "json-file", "sqlite", "redis", "postgres", "s3", "sealing"] as const;
+const SUITES = ["core", "json-file", "sqlite", "redis", "postgres", "s3", "sealing", "backups"] as const;
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");

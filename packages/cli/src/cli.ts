@@ -1,11 +1,13 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { type Command, type Context, durationArg, type OptionSpec, type ParsedArgs } from "./command.js";
+import { backupsVerb, backupVerb, restoreVerb } from "./commands/backups.js";
 import { completeWords, completion, registry } from "./commands/completion.js";
 import { copy } from "./commands/copy.js";
+import { diagnose } from "./commands/diagnose.js";
 import { log } from "./commands/log.js";
 import { run } from "./commands/run.js";
-import { backup, diagnose, migrate, reseal, restore } from "./commands/store.js";
+import { migrate, reseal } from "./commands/store.js";
 import { add, assign, cancel, complete, edit, fail, link, pause, progress, resume, retry, rm, start } from "./commands/tasks.js";
 import { list, show } from "./commands/view.js";
 import { EXIT_CODES, reportError } from "./exit-codes.js";
@@ -39,8 +41,9 @@ export const COMMANDS: Command[] = [
   link,
   assign,
   rm,
-  backup,
-  restore,
+  backupVerb,
+  backupsVerb,
+  restoreVerb,
   reseal,
   migrate,
   copy,

@@ -200,8 +200,9 @@ describe("taskstore against the JSON file store", () => {
     const top = await ok(["--help"], opts);
     const verbs = [...top.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1] as string);
     expect(verbs).toEqual(expect.arrayContaining(["add", "list", "show", "log", "copy", "diagnose", "migrate"]));
-    expect(verbs).toHaveLength(25);
+    expect(verbs).toHaveLength(26);
     expect(verbs).toContain("reseal");
+    expect(verbs).toContain("backups");
     // One child process per verb would cost seconds; two go through the binary, all through the built main().
     expect(await ok(["log", "--help"], opts)).toMatch(/^Usage: taskstore log <id>/);
     expect(await ok(["copy", "-h"], opts)).toMatch(/--force/);

@@ -2,7 +2,7 @@
 // given (argv[2] is the job, as JSON), does one job and prints JSON lines on stdout: progress
 // lines as it goes, and `{ "result": ... }` (or `{ "error": ... }`) last.
 import { createInterface } from "node:readline";
-import { EventBus, type StorageData, type StorageDriver, TaskManager, TaskRepository } from "@taskstore/core";
+import { EventBus, IncrementalBackups, type StorageData, type StorageDriver, TaskManager, TaskRepository } from "@taskstore/core";
 import { type ChildJob, openChildDriver } from "./child-driver.js";
 import { tornReason } from "./torn.js";
 import { runWorker } from "./workload.js";
@@ -74,6 +74,13 @@ async function run(): Promise<unknown> {
       await driver.close?.();
       return "released";
     }
+    case "diagnose": {
+      // The errors recorded with the store, as another process's diagnose() sees them.
+      const repository = new TaskRepository({ driver: await open() });
+      const { recentErrors } = await repository.diagnose();
+      await repository.close();
+      return recentErrors;
+    }
     case "reseal": {
       // Rewrites the store with the given keys (newest first), as after a rotation.
       const repository = new TaskRepository({ driver: await open(), sealing: { keys: job.keys as string[] } });
@@ -82,6 +89,8 @@ async function run(): Promise<unknown> {
       await repository.close();
       return result;
     }
+    case "incremental-backup":
+      return backupUntilKilled();
     case "crash-writer":
       return crashWriter();
     case "reader":
@@ -118,6 +127,27 @@ async function crashWriter(): Promise<unknown> {
   await Promise.all(Array.from({ length: inFlight }, lane));
   await m.close();
   return { sent: next };
+}
+
+/**
+ * Appends a line to one task and makes an incremental backup after each, until killed (every
+ * fourth point a full base, and the retention rule folding the oldest each time): `{ ack, i }`
+ * once the point holding line `i` is in the chain.
+ */
+async function backupUntilKilled(): Promise<unknown> {
+  const m = await manager();
+  const repository = new TaskRepository({ driver: await open() });
+  const backups = new IncrementalBackups(repository, { dir: String(job.dir), keep: Number(job.keep) });
+  say({ ready: true });
+  let i = 0;
+  for (; !stdinClosed; i++) {
+    await m.appendOutput(String(job.taskId), `${job.tag}-${i}`);
+    const { point } = await backups.backup({ full: i % 4 === 3 });
+    say({ ack: point.id, i });
+  }
+  await m.close();
+  await repository.close();
+  return { points: i };
 }
 
 /** Loads again and again until told to stop, and reports every load that mixed two stores. */

@@ -53,6 +53,8 @@ export const GROUP_NAMES = [
   "watching",
   "reopening",
   "sealing",
+  "incremental-backup",
+  "errors",
 ] as const;
 export type GroupName = (typeof GROUP_NAMES)[number];
 

@@ -4,6 +4,8 @@ import { backupTests } from "./groups/backup.js";
 import { compatibilityTests, scaleTests } from "./groups/compat.js";
 import { concurrencyTests, lockingTests } from "./groups/concurrency.js";
 import { crashTests } from "./groups/crashes.js";
+import { storedErrorTests } from "./groups/errors.js";
+import { incrementalBackupTests } from "./groups/incremental-backup.js";
 import { lifecycleTests } from "./groups/lifecycle.js";
 import { managerTests } from "./groups/manager.js";
 import { processTests } from "./groups/processes.js";
@@ -32,6 +34,7 @@ export {
   GROUP_NAMES,
   type GroupName,
   Harness,
+  incrementalBackupTests,
   lifecycleTests,
   lockingTests,
   managerTests,
@@ -42,6 +45,7 @@ export {
   saveRemoveTests,
   scaleTests,
   sealingTests,
+  storedErrorTests,
   validationTests,
   watchingTests,
 };
@@ -64,9 +68,11 @@ const GROUPS: Record<GroupName, [title: string, tests: (h: Harness, options: Con
   watching: ["change notification across instances and processes", watchingTests],
   reopening: ["data that outlives the instance", reopeningTests],
   sealing: ["encryption at rest and compression", sealingTests],
+  "incremental-backup": ["incremental backup and point restore", incrementalBackupTests],
+  errors: ["errors recorded with the store", storedErrorTests],
 };
 
-const PROCESS_GROUPS: ReadonlySet<GroupName> = new Set(["processes", "crashes", "atomicity", "watching"]);
+const PROCESS_GROUPS: ReadonlySet<GroupName> = new Set(["processes", "crashes", "atomicity", "watching", "incremental-backup"]);
 
 /**
  * Declares the taskstore driver suite (vitest) for one driver. Each test gets a fresh store from

@@ -1,3 +1,11 @@
+export type { BackupPoint } from "./backups/chain-format.js";
+export {
+  type BackupResult,
+  type IncrementalBackupOptions,
+  IncrementalBackups,
+  type PointRestoreResult,
+} from "./backups/incremental-backups.js";
+export { DEFAULT_KEEP, type RetentionRule } from "./backups/retention.js";
 export { type ApplyReport, ChangeApplier, type PatchableFields, type TaskChange } from "./changes.js";
 export { type OpenStoreDriverOptions, openStoreDriver } from "./default-driver.js";
 export {
@@ -76,6 +84,7 @@ export {
   TaskStatusSchema,
 } from "./schema.js";
 export { keysFromEnvironment, SEALED_FIELD, SealingError, type SealingOptions } from "./sealing.js";
+export { RECENT_ERRORS_KEY, type StoredError } from "./store-errors.js";
 export {
   parseStoreUrl,
   redactText,

@@ -20,7 +20,8 @@ export class SealedDriver implements StorageDriver {
 
   constructor(
     readonly inner: StorageDriver,
-    private readonly sealer: Sealer,
+    /** What seals and opens this driver's values (incremental backups seal their point files with it). */
+    readonly sealer: Sealer,
   ) {
     this.name = inner.name ?? inner.constructor?.name;
     this.capabilities = inner.capabilities;

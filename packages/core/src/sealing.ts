@@ -165,6 +165,16 @@ export class Sealer {
     return opened as unknown as LogEntry;
   }
 
+  /** Any text sealed as one value (an incremental backup's point file). */
+  sealText(text: string): string {
+    return this.seal(text);
+  }
+
+  /** A value from `sealText()` opened; `what` names it in errors (`ENCRYPTION`). */
+  openText(value: string, what: string): string {
+    return this.open(value, what);
+  }
+
   private worthCompressing(text: string): boolean {
     return this.threshold !== undefined && text.length >= this.threshold;
   }

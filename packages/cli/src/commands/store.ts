@@ -1,10 +1,10 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Diagnostics, isLegacyData, migrateLegacy, redactText, UnsupportedError } from "@taskstore/core";
+import { isLegacyData, migrateLegacy, redactText, UnsupportedError } from "@taskstore/core";
 import { type Command, output, stringArg, withStore } from "../command.js";
 import { confirm, GUARD_OPTIONS, isDryRun } from "../confirm.js";
 import { progressBar } from "../progress.js";
-import { formatBytes, formatTime } from "../render.js";
+import { formatTime } from "../render.js";
 import { escapeText } from "../text.js";
 import { UsageError } from "../usage-error.js";
 
@@ -155,79 +155,3 @@ Completed todos become completed tasks at 100%, the others pending at 0%.
     });
   },
 };
-
-export const diagnose: Command = {
-  name: "diagnose",
-  summary: "what the store is and how it is doing (--persistence)",
-  usage: "diagnose [--persistence]",
-  details: `Prints the store, driver and capabilities, location and size, last backup, schema version,
-task count, who holds the lock (pid and host for json-file), and the errors met while reading it.
-Credentials never appear. Exit 0 whenever the report could be made, even for a broken store:
-read "recentErrors". --json prints the report as one object (see the README).`,
-  options: { persistence: { type: "boolean", description: "the persistence report (the default, and today the only one)" } },
-  positionals: { min: 0, max: 0 },
-  async run(ctx) {
-    const report = await withStore(ctx, async (store) => {
-      const diagnostics = await store.repository.diagnose();
-      return redactDeep({ store: store.display, ...diagnostics }) as { store: string } & Diagnostics;
-    });
-    const d = report.description;
-    const caps = Object.entries(report.capabilities);
-    const holder = d?.lockHolder;
-    const rows: [string, string][] = [
-      ["store", report.store],
-      ["driver", report.driver],
-      [
-        "capabilities",
-        `${
-          caps
-            .filter(([, on]) => on)
-            .map(([name]) => name)
-            .join(", ") || "none"
-        }`,
-      ],
-      ["location", typeof d?.location === "string" ? d.location : "(not reported)"],
-      ["size", d?.sizeBytes !== undefined ? formatBytes(d.sizeBytes) : "(not reported)"],
-      ["last backup", lastBackup(report)],
-      ["schema version", report.schemaVersion ?? "(unknown: the store could not be read)"],
-      ["tasks", report.taskCount !== undefined ? String(report.taskCount) : "(unknown)"],
-      [
-        "lock",
-        holder
-          ? `held${holder.pid !== undefined ? ` by pid ${holder.pid}` : ""}${holder.host ? ` on ${holder.host}` : ""}${holder.since ? ` since ${formatTime(holder.since)}` : ""}`
-          : holder === null
-            ? "free"
-            : "(not reported)",
-      ],
-      ["pending changes", String(report.metrics.pendingChanges)],
-    ];
-    const width = Math.max(...rows.map(([key]) => key.length));
-    const lines = rows.map(([key, value]) => `${key.padEnd(width)}  ${escapeText(value)}`);
-    const errors = report.metrics.recentErrors;
-    lines.push(`${"recent errors".padEnd(width)}  ${errors.length === 0 ? "none" : ""}`);
-    for (const error of errors)
-      lines.push(
-        `  ${formatTime(error.at)} ${escapeText(`${error.code} (${error.operation}): ${error.message.replace(/\s*\n\s*/g, " ")}`)}`,
-      );
-    output(ctx, lines.join("\n"), report);
-  },
-};
-
-function lastBackup(report: Diagnostics): string {
-  if (!report.capabilities.backup) return "(backups not supported)";
-  const at = report.description?.lastBackupAt ?? report.metrics.lastBackupAt;
-  if (at !== undefined) return formatTime(at);
-  return report.description ? "never" : "(unknown: the store could not be reached)";
-}
-
-/** Every string in the report, with URL passwords masked: drivers and errors may quote a URL. */
-function redactDeep(value: unknown): unknown {
-  if (typeof value === "string") return redactText(value);
-  if (Array.isArray(value)) return value.map(redactDeep);
-  if (typeof value === "object" && value !== null) {
-    return Object.fromEntries(
-      Object.entries(value).map(([key, item]) => [key, /password|secret|token/i.test(key) ? "***" : redactDeep(item)]),
-    );
-  }
-  return value;
-}

@@ -93,6 +93,37 @@ describe("the load path's check in place", () => {
   });
 });
 
+describe("the load path's check of metadata size", () => {
+  // The in-place check bounds the JSON text's length instead of making it: the bound must never
+  // let a store through whose metadata is over the limit once serialized (escapes included).
+  const storeWith = (metadata: Record<string, unknown>) => ({
+    version: "1.0.0",
+    tasks: [{ ...StoredTaskSchema.parse(sampleTask()), metadata }],
+    metadata: { lastUpdated: 1, totalTasks: 1 },
+  });
+  /** The length of `text` once escaped in a JSON string, quotes not counted. */
+  const escaped = (text: string) => JSON.stringify(text).length - 2;
+  const overBy = (text: string, extra: number) => ({ k: text.repeat(Math.ceil((LIMITS.metadataSize + extra) / escaped(text))) });
+
+  it.each([
+    ["plain text", "a"],
+    ["text that JSON escapes to six characters", "\u0001"],
+    ["quotes and backslashes", '"\\'],
+  ])("metadata just over the size limit as JSON is refused on load (%s)", (_name, unit) => {
+    const metadata = overBy(unit, 1);
+    expect(JSON.stringify(metadata).length).toBeGreaterThan(LIMITS.metadataSize);
+    expect(() => parseStorageData(storeWith(metadata))).toThrow(ValidationError);
+  });
+
+  it("metadata just under the size limit, escapes included, loads as it is", () => {
+    const unit = "\u0001x";
+    const metadata = { k: unit.repeat(Math.floor((LIMITS.metadataSize - 10) / escaped(unit))) };
+    expect(JSON.stringify(metadata).length).toBeLessThanOrEqual(LIMITS.metadataSize);
+    const store = storeWith(metadata);
+    expect(parseStorageData(store)).toBe(store);
+  });
+});
+
 describe("schema (property-based)", () => {
   it("every valid task survives a JSON round-trip through the schema unchanged", () => {
     fc.assert(

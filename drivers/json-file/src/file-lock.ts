@@ -108,11 +108,6 @@ export class FileLock {
     return this.acquisitions;
   }
 
-  /** True when the lock was lost since it was acquired (until the next `acquire`). */
-  get compromised(): boolean {
-    return this.state === "compromised";
-  }
-
   get held(): boolean {
     return this.state === "held";
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { type ApplyReport, ChangeApplier, type TaskChange } from "./changes.js";
-import { ClosedError, isLogicalError, TaskStoreError, toStoreError, VersionUnsupportedError } from "./errors.js";
+import { ClosedError, isLogicalError, TaskStoreError, toStoreError } from "./errors.js";
 import type { MeasuredOperation } from "./metrics.js";
 import { isWritableVersion } from "./schema.js";
 import { refusingSealed, type StoreReading } from "./store-reading.js";
@@ -232,7 +232,8 @@ export class WriteQueue {
           entry.outcome = { report: await applier.apply(entry.changes) };
           applied++;
         } catch (error) {
-          if (error instanceof VersionUnsupportedError) throw error;
+          // A driver built against another copy of core throws its own copy's class: the code decides.
+          if (TaskStoreError.hasCode(error, "VERSION_UNSUPPORTED")) throw error;
           if (!isLogicalError(error)) throw error;
           entry.outcome = { error: error as TaskStoreError };
         }

@@ -1,15 +1,34 @@
-import { DRIVER_SPECIFICATION_VERSION, SCHEMA_VERSION, TaskStoreError } from "@taskstore/core";
+import { DRIVER_SPECIFICATION_VERSION, SCHEMA_VERSION, type StorageDriver, TaskStoreError } from "@taskstore/core";
 import { expect, it } from "vitest";
 import { makeTask } from "../fixtures.js";
 import type { Harness } from "../harness.js";
 
 export function lifecycleTests(h: Harness): void {
-  it("initialize() twice resolves and the store stays usable", async () => {
-    const driver = await h.driver();
-    await driver.initialize();
-    const repository = await h.repository();
+  it("a repository calls its driver's initialize() once and close() once, however much it is used", async () => {
+    const calls = { initialize: 0, close: 0 };
+    const counted = (driver: StorageDriver): StorageDriver =>
+      new Proxy(driver, {
+        get(target, key) {
+          const value = Reflect.get(target, key, target);
+          if ((key === "initialize" || key === "close") && typeof value === "function") {
+            return async () => {
+              calls[key]++;
+              return value.call(target);
+            };
+          }
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    const repository = await h.repository({}, counted);
+    await repository.initialize();
     await repository.save(makeTask({ id: "after-init" }));
     expect((await repository.loadById("after-init"))?.id).toBe("after-init");
+    await repository.loadAll();
+    await repository.close();
+    await repository.close();
+    expect(calls.initialize).toBe(1);
+    // A driver without close() has nothing to count.
+    expect(calls.close).toBe(typeof (await h.driver()).close === "function" ? 1 : 0);
   });
 
   it("an empty store loads version 1.0.0 and no tasks", async () => {

@@ -12,10 +12,10 @@ import {
   type StoreReader,
   type WriteSet,
 } from "@taskstore/core";
-import { ensureDir } from "./atomic-file.js";
-import { defaultStorePath } from "./default-path.js";
-import { FileLock, LockLostError, readHolder } from "./file-lock.js";
-import { encodeRecord } from "./journal-format.js";
+import { ensureDir } from "./json-file-atomic.js";
+import { defaultStorePath } from "./json-file-default-path.js";
+import { FileLock, LockLostError, readHolder } from "./json-file-lock.js";
+import { encodeRecord } from "./json-file-journal-format.js";
 import { append, journalFor, LostRace } from "./json-file-append.js";
 import { compactOnClose, compactQuietly, needsRewrite, rewrite, saveLocked, shouldCompact } from "./json-file-compaction.js";
 import { errors, io, tooLarge } from "./json-file-errors.js";
@@ -25,7 +25,7 @@ import { type DriverState, refuseIfLockLost, refuseIrregularFiles } from "./json
 import { dataOf, writerOf } from "./json-file-table.js";
 import { catchUp, closeView, current, lastSeq, storeBytes, type View } from "./json-file-view.js";
 import { StoreWatch } from "./json-file-watch.js";
-import { namesOf, removeLeftovers } from "./side-files.js";
+import { namesOf, removeLeftovers } from "./json-file-side-files.js";
 
 /** A write whose lock is lost this many times in a row (each time taken over while it stalled) fails. */
 const MAX_LOCK_LOSSES = 5;

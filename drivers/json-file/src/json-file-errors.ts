@@ -1,5 +1,5 @@
 import { driverErrors, ValidationError } from "@taskstore/core";
-import { codeOf } from "./atomic-file.js";
+import { codeOf } from "./json-file-atomic.js";
 
 /** Core's errors, every message starting "json-file: ". */
 export const errors = driverErrors("json-file");

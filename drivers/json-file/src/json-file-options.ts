@@ -1,5 +1,5 @@
 import { resolveOption } from "@taskstore/core";
-import { READ_LIMIT_BYTES } from "./atomic-file.js";
+import { READ_LIMIT_BYTES } from "./json-file-atomic.js";
 import { errors } from "./json-file-errors.js";
 
 /** The default `maxStoreBytes`: 256 MiB, well below what the driver can read back (`READ_LIMIT_BYTES`, about 512 MiB). */

@@ -10,17 +10,17 @@ import {
   readRegularFile,
   resolveTarget,
   writeFileAtomic,
-} from "./atomic-file.js";
-import { LockLostError } from "./file-lock.js";
-import { JournalFile } from "./journal-file.js";
-import { emptyScan, type Marker, markerOf, scanJournal, sealSnapshot } from "./journal-format.js";
+} from "./json-file-atomic.js";
+import { LockLostError } from "./json-file-lock.js";
+import { JournalFile } from "./json-file-journal.js";
+import { emptyScan, type Marker, markerOf, scanJournal, sealSnapshot } from "./json-file-journal-format.js";
 import { removeJournal, sealQuietly } from "./json-file-append.js";
 import { errors, io, notRegular } from "./json-file-errors.js";
 import { type DriverState, onUnsyncedFolder, refuseIfLockLost } from "./json-file-state.js";
 import { dataOf, writerOf } from "./json-file-table.js";
 import { closeView, current, lastSeq, type View, type Writer } from "./json-file-view.js";
-import { keepLegacy, moveAside } from "./side-files.js";
-import { looksLikeStore, parseStore } from "./store-format.js";
+import { keepLegacy, moveAside } from "./json-file-side-files.js";
+import { looksLikeStore, parseStore } from "./json-file-store-format.js";
 
 // Backups (`backup()` and the automatic one before writes) and `restore()`.
 

@@ -1,13 +1,13 @@
 import { promises as fs } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import type { TaskTable, WriteSet } from "@taskstore/core";
-import { codeOf, READ_LIMIT_BYTES, readRegularFileKept } from "./atomic-file.js";
-import { JournalFile } from "./journal-file.js";
-import { emptyScan, type JournalScan, type Marker, markerOf, scanJournal } from "./journal-format.js";
+import { codeOf, READ_LIMIT_BYTES, readRegularFileKept } from "./json-file-atomic.js";
+import { JournalFile } from "./json-file-journal.js";
+import { emptyScan, type JournalScan, type Marker, markerOf, scanJournal } from "./json-file-journal-format.js";
 import { errors, io, notRegular } from "./json-file-errors.js";
 import type { DriverState } from "./json-file-state.js";
-import type { StoreBytes } from "./store-bytes.js";
-import { parseStore } from "./store-format.js";
+import type { StoreBytes } from "./json-file-store-bytes.js";
+import { parseStore } from "./json-file-store-format.js";
 
 // Reading: the view of the store this instance holds, and bringing it up to date with the files.
 

@@ -41,7 +41,7 @@ export function capabilitiesOf(driver: StorageDriver): DriverCapabilities {
 }
 
 /**
- * The storage contract. The first six methods are the seed's and are all a driver must have:
+ * The storage contract. The first six methods are the required ones, all a driver must have:
  * the repository then does lock, load, apply, save, unlock for every write. The optional members
  * let a driver do better, and its `capabilities` say which it has.
  *

@@ -83,8 +83,9 @@ export interface Diagnostics {
 }
 
 /**
- * The persistence interface: the seed's methods, plus change sets. Every write is a change set
- * applied to the current stored state: through the driver's own atomic `transact()` where it has
+ * The persistence interface: the six methods of the original design (`loadAll`, `loadById`,
+ * `save`, `saveMany`, `remove`, `migrateFromLegacy`), plus change sets. Every write is a change
+ * set applied to the current stored state: through the driver's own atomic `transact()` where it has
  * one, otherwise by lock, load, apply, save, unlock. Concurrent writes share one cycle (group
  * commit); each still resolves only once its change is durable.
  */
@@ -154,7 +155,7 @@ export class TaskRepository {
   }
 
   // -------------------------------------------------------------------------------------------
-  // The seed's methods
+  // The persistence methods of the original design
 
   /** Every task in the store. A legacy store is migrated first; an unreadable one is recovered from its backup. */
   async loadAll(): Promise<StoredTask[]> {

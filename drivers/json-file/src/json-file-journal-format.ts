@@ -1,5 +1,5 @@
 import type { LogWrite, TaskBody, WriteSet } from "@taskstore/core";
-import { crcHex } from "./checksum.js";
+import { crcHex } from "./json-file-checksum.js";
 
 /*
  * The on-disk formats of the journal and of the snapshot's seal. Every line and the snapshot end

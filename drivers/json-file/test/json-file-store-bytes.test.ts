@@ -1,6 +1,6 @@
 import { type StorageData, TaskTable } from "@taskstore/core";
 import { describe, expect, it } from "vitest";
-import { StoreBytes } from "../src/store-bytes.js";
+import { StoreBytes } from "../src/json-file-store-bytes.js";
 
 function table(): TaskTable {
   const data = {

@@ -1,7 +1,7 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { codeOf, type Fence, readRegularFile, tempPattern, writeFileAtomic } from "./atomic-file.js";
-import { isAlive, lockLeftoverPattern } from "./file-lock.js";
+import { codeOf, type Fence, readRegularFile, tempPattern, writeFileAtomic } from "./json-file-atomic.js";
+import { isAlive, lockLeftoverPattern } from "./json-file-lock.js";
 
 // The files the driver keeps beside the store, other than the store, its backup and its lock.
 

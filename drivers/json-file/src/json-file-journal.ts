@@ -1,7 +1,7 @@
 import { constants, promises as fs, fstatSync, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { codeOf, FILE_MODE, fsyncDir, tempPathFor, typeOf } from "./atomic-file.js";
+import { codeOf, FILE_MODE, fsyncDir, tempPathFor, typeOf } from "./json-file-atomic.js";
 
 /** An open journal: the handle pins its inode, so a journal that replaced it can never share its number. */
 export class JournalFile {

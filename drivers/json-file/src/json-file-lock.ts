@@ -3,11 +3,11 @@ import fs, { promises as fsp } from "node:fs";
 import path from "node:path";
 import { StorageUnavailableError, sleep } from "@taskstore/core";
 import lockfile from "proper-lockfile";
-import { codeOf, DIR_MODE, type Fence, FILE_MODE, readRegularFile } from "./atomic-file.js";
-import { canCheckPid, isGone, ownIdentity, type ProcessIdentity } from "./host-identity.js";
+import { codeOf, DIR_MODE, type Fence, FILE_MODE, readRegularFile } from "./json-file-atomic.js";
+import { canCheckPid, isGone, ownIdentity, type ProcessIdentity } from "./json-file-host-identity.js";
 import { errors } from "./json-file-errors.js";
 
-export { isAlive } from "./host-identity.js";
+export { isAlive } from "./json-file-host-identity.js";
 
 /** Who holds the lock, as recorded in `holder.json` inside the lock folder. */
 export interface LockHolder extends ProcessIdentity {

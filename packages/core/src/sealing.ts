@@ -47,7 +47,7 @@ interface Key {
 }
 
 /**
- * How much plaintext (in UTF-16 code units) a sealer keeps of the values it sealed or opened last,
+ * How much plaintext (in UTF-16 code units) a sealer keeps of the task texts it sealed or opened last,
  * so that opening one of them again costs a lookup: a write reads back the task it sealed the
  * write before (a change set is applied to the stored state), and each AES-GCM open was about a
  * fifth of an encrypted append on Redis. The process holds the same text in its tasks anyway.
@@ -173,6 +173,7 @@ export class Sealer {
     const prior = this.sealedTasks.get(taskId);
     if (prior && prior.text === text) return prior.value;
     const value = this.seal(text);
+    this.remember(value, text);
     this.sealedTasks.delete(taskId);
     this.sealedTasks.set(taskId, { text, value });
     if (this.sealedTasks.size > SEALED_TASKS_KEPT) {
@@ -188,7 +189,7 @@ export class Sealer {
   openTask<T extends TaskBody>(task: T): T {
     const value = (task as Record<string, unknown>)[SEALED_FIELD];
     if (value === undefined) return task;
-    const secret = JSON.parse(this.open(value, `task ${task.id}`)) as Record<string, unknown>;
+    const secret = JSON.parse(this.openTaskText(value, `task ${task.id}`)) as Record<string, unknown>;
     const opened: Record<string, unknown> = {};
     for (const key of Object.keys(task)) if (key !== SEALED_FIELD) opened[key] = (task as Record<string, unknown>)[key];
     opened.title = secret.title;
@@ -250,7 +251,8 @@ export class Sealer {
     if (!this.current) return [PREFIX, "-", z, "", "", data.toString("base64url")].join(".");
     const iv = freshNonce();
     const cipher = createCipheriv("aes-256-gcm", this.current.key, iv);
-    const encrypted = Buffer.concat([cipher.update(data), cipher.final()]);
+    const encrypted = cipher.update(data);
+    cipher.final(); // GCM is a stream mode: final() adds no bytes, it makes the tag
     const value = [
       PREFIX,
       this.current.id,
@@ -259,7 +261,6 @@ export class Sealer {
       cipher.getAuthTag().toString("base64url"),
       encrypted.toString("base64url"),
     ].join(".");
-    this.remember(value, text);
     return value;
   }
 
@@ -280,17 +281,22 @@ export class Sealer {
     }
   }
 
-  private open(value: unknown, what: string): string {
+  /**
+   * A task's sealed text opened, from memory when this sealer made or opened the value lately: a
+   * change set reads back the task it wrote the change set before. (Log entries are not kept:
+   * nothing reads one back but a load, which reads each once.)
+   */
+  private openTaskText(value: unknown, what: string): string {
     if (typeof value === "string") {
       const known = this.recent.get(value);
       if (known !== undefined) return known;
     }
-    const text = this.openAnew(value, what);
+    const text = this.open(value, what);
     if (typeof value === "string" && !value.startsWith(`${PREFIX}.-.`)) this.remember(value, text);
     return text;
   }
 
-  private openAnew(value: unknown, what: string): string {
+  private open(value: unknown, what: string): string {
     const parts = typeof value === "string" ? value.split(".") : [];
     if (parts.length !== 6 || parts[0] !== PREFIX) throw new SealingError(`${what} holds a sealed value this version cannot read`);
     const [, keyId, z, iv, tag, body] = parts as [string, string, string, string, string, string];

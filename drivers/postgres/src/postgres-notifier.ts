@@ -24,11 +24,15 @@ export class Notifier {
     private readonly warn: (error: Error) => void,
   ) {}
 
-  start(): void {
-    if (this.running) return;
+  /** Resolves once the first LISTEN is live, or once its first attempt failed (it retries in the background). */
+  start(): Promise<void> {
+    if (this.running) return this.started;
     this.running = true;
-    void this.connect(false);
+    this.started = this.connect(false);
+    return this.started;
   }
+
+  private started: Promise<void> = Promise.resolve();
 
   async stop(): Promise<void> {
     this.running = false;

@@ -199,6 +199,49 @@ describe("PostgresStorageDriver storage", () => {
   });
 });
 
+describe("PostgresStorageDriver watch", () => {
+  const cleanup: (() => unknown)[] = [];
+  afterEach(async () => {
+    for (const step of cleanup.splice(0)) await step();
+  });
+
+  it("watch() resolves once its LISTEN is live, so a load after it misses no commit", async () => {
+    const writer = await open();
+    // The watcher on a pool of ours whose one connection is busy: its LISTEN needs a new
+    // connection, which takes far longer than the look below on a connection made before.
+    const pool = new pg.Pool({ connectionString: server.url, max: 4 });
+    const watcher = driverOn(server.url, schemas[0] as string, { pool });
+    await watcher.initialize();
+    const busy = await pool.connect();
+    let calls = 0;
+    const checker = new pg.Client({ connectionString: server.url });
+    await checker.connect();
+    let listening: number | undefined;
+    try {
+      const stop = await watcher.watch(() => calls++);
+      // Live the moment it resolves: a backend of this database has run the LISTEN and waits.
+      const { rows } = await checker.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %' AND state = 'idle'`,
+      );
+      listening = rows[0]?.n;
+      cleanup.push(stop);
+    } finally {
+      await checker.end();
+      busy.release();
+    }
+    cleanup.push(async () => {
+      await watcher.close();
+      await pool.end();
+    });
+    expect(listening).toBe(1);
+    // And so a commit right after it is heard, with no load in between.
+    await new TaskRepository({ driver: writer }).save(makeTask({ id: "after-watch" }));
+    const deadline = Date.now() + 5_000;
+    while (calls === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(calls).toBeGreaterThan(0);
+  });
+});
+
 describe("PostgresStorageDriver lock", () => {
   it("a change set from another instance waits for the store lock and times out with LOCK_TIMEOUT", async () => {
     const holder = await open();

@@ -111,8 +111,13 @@ export interface StorageDriver {
    * the store untouched.
    */
   restore?(): Promise<RestoreResult>;
-  /** Calls `listener` when another instance changed the store (`capabilities.changeNotification`). Returns an unsubscribe function. */
-  watch?(listener: () => void): () => void;
+  /**
+   * Calls `listener` when another instance changed the store (`capabilities.changeNotification`).
+   * Returns an unsubscribe function, or a promise of it that resolves once the subscription is
+   * live (a driver that subscribes over a connection of its own, PostgreSQL's LISTEN): the
+   * repository waits for it before it loads, so every change made after the load read is heard.
+   */
+  watch?(listener: () => void): (() => void) | Promise<() => void>;
   /** Facts for `diagnose`: where the store is, its size, the last backup, who holds the lock. No credentials. */
   describe?(): Promise<DriverDescription>;
   /**

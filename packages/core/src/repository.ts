@@ -299,7 +299,7 @@ export class TaskRepository {
     const { watch } = await this.session.runtime();
     if (!watch) return () => undefined;
     await this.initialize();
-    return watch(listener);
+    return await watch(listener);
   }
 
   /** Counts, latencies and errors so far. */

@@ -22,7 +22,7 @@ export interface DriverRuntime {
   /** The driver's `restore()`, when it declares `restore`. */
   readonly restore: (() => Promise<RestoreResult>) | undefined;
   /** The driver's `watch()`, when it declares `changeNotification`. */
-  readonly watch: ((listener: () => void) => () => void) | undefined;
+  readonly watch: ((listener: () => void) => (() => void) | Promise<() => void>) | undefined;
 }
 
 const NEEDS: [flag: keyof DriverCapabilities, method: keyof StorageDriver][] = [
@@ -45,7 +45,7 @@ export function runtimeOf(driver: StorageDriver, name: string): DriverRuntime {
       : undefined,
     restore: capabilities.restore ? () => (driver.restore as () => Promise<RestoreResult>).call(driver) : undefined,
     watch: capabilities.changeNotification
-      ? (listener) => (driver.watch as (l: () => void) => () => void).call(driver, listener)
+      ? (listener) => (driver.watch as NonNullable<StorageDriver["watch"]>).call(driver, listener)
       : undefined,
   };
 }

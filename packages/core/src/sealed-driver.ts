@@ -13,7 +13,7 @@ export class SealedDriver implements StorageDriver {
   readonly specificationVersion: string | undefined;
   transact?: StorageDriver["transact"];
   restore?: () => Promise<RestoreResult>;
-  watch?: (listener: () => void) => () => void;
+  watch?: (listener: () => void) => (() => void) | Promise<() => void>;
   describe?: () => Promise<DriverDescription>;
   attach?: (context: DriverContext) => void;
   close?: () => Promise<void>;
@@ -35,7 +35,7 @@ export class SealedDriver implements StorageDriver {
         );
     }
     if (inner.restore) this.restore = () => (this.inner.restore as () => Promise<RestoreResult>).call(this.inner);
-    if (inner.watch) this.watch = (listener) => (this.inner.watch as (l: () => void) => () => void).call(this.inner, listener);
+    if (inner.watch) this.watch = (listener) => (this.inner.watch as NonNullable<StorageDriver["watch"]>).call(this.inner, listener);
     if (inner.describe) this.describe = () => (this.inner.describe as () => Promise<DriverDescription>).call(this.inner);
     if (inner.attach) this.attach = (context) => (this.inner.attach as (c: DriverContext) => void).call(this.inner, context);
     if (inner.close) this.close = () => (this.inner.close as () => Promise<void>).call(this.inner);

@@ -12,7 +12,8 @@ export function watchingTests(h: Harness): void {
     const id = await writer.create({ title: "watched" });
     const watcher = await h.driver();
     let calls = 0;
-    const stop = watcher.watch?.(() => {
+    // watch() may return a promise that resolves once the subscription is live.
+    const stop = await watcher.watch?.(() => {
       calls++;
     });
     if (!stop) throw new Error("conformance: the driver declares changeNotification but has no watch()");

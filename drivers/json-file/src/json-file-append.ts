@@ -3,10 +3,10 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { ConflictError, type WriteSet } from "@taskstore/core";
 import { codeOf } from "./json-file-atomic.js";
-import { LockLostError } from "./json-file-lock.js";
+import { errors, io, unavailable } from "./json-file-errors.js";
 import { JournalFile } from "./json-file-journal.js";
 import { emptyScan, encodeHeader, encodeRecord, type Marker, NO_WRITES, scanJournal, tornFrom } from "./json-file-journal-format.js";
-import { errors, io, unavailable } from "./json-file-errors.js";
+import { LockLostError } from "./json-file-lock.js";
 import { type DriverState, onUnsyncedFolder } from "./json-file-state.js";
 import { type JournalView, readJournal, readJournalBytes, type View } from "./json-file-view.js";
 

@@ -1,16 +1,16 @@
 import { randomUUID } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { TaskStoreError, type WriteSet } from "@taskstore/core";
-import { isSymlink, readRegularFile, resolveTarget, writeFileAtomicKept } from "./json-file-atomic.js";
-import { LockLostError } from "./json-file-lock.js";
-import { type Marker, sealSnapshot, tornFrom } from "./json-file-journal-format.js";
 import { LostRace, removeJournal, sealQuietly } from "./json-file-append.js";
+import { isSymlink, readRegularFile, resolveTarget, writeFileAtomicKept } from "./json-file-atomic.js";
 import { errors, io, notRegular, tooLarge } from "./json-file-errors.js";
+import { type Marker, sealSnapshot, tornFrom } from "./json-file-journal-format.js";
+import { LockLostError } from "./json-file-lock.js";
 import { autoBackup } from "./json-file-recovery.js";
 import { type DriverState, onUnsyncedFolder, refuseIfLockLost, refuseIrregularFiles } from "./json-file-state.js";
+import { looksLikeStore } from "./json-file-store-format.js";
 import { writerOf } from "./json-file-table.js";
 import { catchUp, closeView, current, identityOf, lastSeq, storeBytes, type View } from "./json-file-view.js";
-import { looksLikeStore } from "./json-file-store-format.js";
 
 // A new `tasks.json`: the journal folded into it (compaction), `saveData()`'s whole store, and a
 // change that cannot go into the journal (the first write, a torn or sealed journal, the size limit).

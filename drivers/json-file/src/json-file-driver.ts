@@ -12,20 +12,20 @@ import {
   type StoreReader,
   type WriteSet,
 } from "@taskstore/core";
-import { ensureDir } from "./json-file-atomic.js";
-import { defaultStorePath } from "./json-file-default-path.js";
-import { FileLock, LockLostError, readHolder } from "./json-file-lock.js";
-import { encodeRecord } from "./json-file-journal-format.js";
 import { append, journalFor, LostRace } from "./json-file-append.js";
+import { ensureDir } from "./json-file-atomic.js";
 import { compactOnClose, compactQuietly, needsRewrite, rewrite, saveLocked, shouldCompact } from "./json-file-compaction.js";
+import { defaultStorePath } from "./json-file-default-path.js";
 import { errors, io, tooLarge } from "./json-file-errors.js";
+import { encodeRecord } from "./json-file-journal-format.js";
+import { FileLock, LockLostError, readHolder } from "./json-file-lock.js";
 import { type JSONFileStorageDriverOptions, settingsOf } from "./json-file-options.js";
 import { autoBackup, backupLocked, restoreLocked } from "./json-file-recovery.js";
+import { namesOf, removeLeftovers } from "./json-file-side-files.js";
 import { type DriverState, refuseIfLockLost, refuseIrregularFiles } from "./json-file-state.js";
 import { dataOf, writerOf } from "./json-file-table.js";
 import { catchUp, closeView, current, lastSeq, storeBytes, type View } from "./json-file-view.js";
 import { StoreWatch } from "./json-file-watch.js";
-import { namesOf, removeLeftovers } from "./json-file-side-files.js";
 
 /** A write whose lock is lost this many times in a row (each time taken over while it stalled) fails. */
 const MAX_LOCK_LOSSES = 5;

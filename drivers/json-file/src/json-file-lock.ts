@@ -4,8 +4,8 @@ import path from "node:path";
 import { StorageUnavailableError, sleep } from "@taskstore/core";
 import lockfile from "proper-lockfile";
 import { codeOf, DIR_MODE, type Fence, FILE_MODE, readRegularFile } from "./json-file-atomic.js";
-import { canCheckPid, isGone, ownIdentity, type ProcessIdentity } from "./json-file-host-identity.js";
 import { errors } from "./json-file-errors.js";
+import { canCheckPid, isGone, ownIdentity, type ProcessIdentity } from "./json-file-host-identity.js";
 
 export { isAlive } from "./json-file-host-identity.js";
 

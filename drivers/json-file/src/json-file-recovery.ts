@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { CorruptDataError, emptyStore, isLoadableStore, type RestoreResult, TaskStoreError } from "@taskstore/core";
+import { removeJournal, sealQuietly } from "./json-file-append.js";
 import {
   type FileContent,
   type FileKind,
@@ -11,16 +12,15 @@ import {
   resolveTarget,
   writeFileAtomic,
 } from "./json-file-atomic.js";
-import { LockLostError } from "./json-file-lock.js";
+import { errors, io, notRegular } from "./json-file-errors.js";
 import { JournalFile } from "./json-file-journal.js";
 import { emptyScan, type Marker, markerOf, scanJournal, sealSnapshot } from "./json-file-journal-format.js";
-import { removeJournal, sealQuietly } from "./json-file-append.js";
-import { errors, io, notRegular } from "./json-file-errors.js";
+import { LockLostError } from "./json-file-lock.js";
+import { keepLegacy, moveAside } from "./json-file-side-files.js";
 import { type DriverState, onUnsyncedFolder, refuseIfLockLost } from "./json-file-state.js";
+import { looksLikeStore, parseStore } from "./json-file-store-format.js";
 import { dataOf, writerOf } from "./json-file-table.js";
 import { closeView, current, lastSeq, type View, type Writer } from "./json-file-view.js";
-import { keepLegacy, moveAside } from "./json-file-side-files.js";
-import { looksLikeStore, parseStore } from "./json-file-store-format.js";
 
 // Backups (`backup()` and the automatic one before writes) and `restore()`.
 

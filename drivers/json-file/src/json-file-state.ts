@@ -1,11 +1,11 @@
 import { promises as fs } from "node:fs";
 import type { Mutex } from "@taskstore/core";
 import { inspectFile, typeOf } from "./json-file-atomic.js";
-import { type FileLock, LockLostError } from "./json-file-lock.js";
 import { errors, io, notRegular } from "./json-file-errors.js";
+import { type FileLock, LockLostError } from "./json-file-lock.js";
 import type { Settings } from "./json-file-options.js";
-import type { View } from "./json-file-view.js";
 import type { StoreNames } from "./json-file-side-files.js";
+import type { View } from "./json-file-view.js";
 
 /**
  * What the driver's parts share, passed to each of them: the files, the settings, the lock, and

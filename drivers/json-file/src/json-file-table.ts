@@ -1,9 +1,9 @@
 import { emptyStore, isLegacyData, isWritableVersion, parseStorageData, type StorageData, TaskTable, type WriteSet } from "@taskstore/core";
-import { isSealed } from "./json-file-journal-format.js";
 import { errors } from "./json-file-errors.js";
-import type { View, Writer } from "./json-file-view.js";
+import { isSealed } from "./json-file-journal-format.js";
 import { StoreBytes } from "./json-file-store-bytes.js";
 import { parseStore } from "./json-file-store-format.js";
+import type { View, Writer } from "./json-file-view.js";
 
 // The store a view stands for: as data for `loadData()`, as a table for `transact()`.
 

@@ -136,8 +136,17 @@ export class PostgresStorageDriver implements StorageDriver {
     });
     // A second connection made beside the first: a TaskManager's LISTEN takes one, and its load
     // would otherwise wait for a connection to be made after it (a fifth of a 1,000-task load).
-    const second = this.ownsPool ? this.pool.connect().then((client) => client.release(), () => undefined) : undefined;
+    const second = this.ownsPool ? this.warmConnection() : undefined;
     await Promise.all([migrated, second]);
+  }
+
+  /** Makes a connection and leaves it idle in the pool; a failure is the next query's to report. */
+  private async warmConnection(): Promise<void> {
+    try {
+      (await this.pool.connect()).release();
+    } catch {
+      // the migration's connection reports an outage; this one is only a head start
+    }
   }
 
   async loadData(): Promise<StorageData> {

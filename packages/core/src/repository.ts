@@ -16,7 +16,7 @@ import {
   type StoredTask,
 } from "./schema.js";
 import { Sealer, type SealingOptions } from "./sealing.js";
-import { mergeStoredErrors, type StoredError, storedErrorsOf, UnwrittenErrors } from "./store-errors.js";
+import { mergeStoredErrors, openedMessage, type StoredError, storedErrorsOf, UnwrittenErrors } from "./store-errors.js";
 import { StoreReading } from "./store-reading.js";
 import { driverName, StoreSession } from "./store-session.js";
 import { type ApplyOptions, type ApplyResult, WriteQueue } from "./write-queue.js";
@@ -96,6 +96,8 @@ export class TaskRepository {
   private readonly session: StoreSession;
   private readonly reading: StoreReading;
   private readonly writes: WriteQueue;
+  /** Opens a recorded error's sealed message, on a repository with keys. */
+  private readonly openErrorText: ((text: string) => string) | undefined;
   private closed: Promise<void> | undefined;
   private isClosed = false;
 
@@ -105,7 +107,10 @@ export class TaskRepository {
       throw new ValidationError([{ path: ["logCap"], rule: "min 1", message: "must be a positive integer" }]);
     }
     const sealer = options.sealing && (options.sealing.keys?.length || options.sealing.compress) ? new Sealer(options.sealing) : undefined;
-    const unwritten = options.recordErrors === false ? undefined : new UnwrittenErrors();
+    // On an encrypted store the messages are sealed too (the store's envelope is in clear).
+    const sealErrors = sealer?.keyId ? (text: string) => sealer.sealText(text) : undefined;
+    const unwritten = options.recordErrors === false ? undefined : new UnwrittenErrors(sealErrors);
+    this.openErrorText = sealer ? (text: string) => sealer.openText(text, "a recorded error") : undefined;
     this.session = new StoreSession(options, sealer, unwritten, () => this.pendingChanges().length);
     this.events = this.session.events;
     this.reading = new StoreReading(this.session, () => this.ensureOpen());
@@ -329,7 +334,9 @@ export class TaskRepository {
       schemaVersion: this.reading.storedVersion,
       taskCount: metrics.taskCount,
       metrics: this.metrics(),
-      recentErrors: mergeStoredErrors(stored, this.session.unwrittenErrors?.list() ?? []).reverse(),
+      recentErrors: mergeStoredErrors(stored, this.session.unwrittenErrors?.list() ?? [])
+        .reverse()
+        .map((error) => ({ ...error, message: openedMessage(error.message, this.openErrorText) })),
     };
   }
 

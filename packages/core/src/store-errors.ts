@@ -61,6 +61,17 @@ export function storableMessage(message: string): string {
   return masked.length > MESSAGE_MAX ? `${masked.slice(0, MESSAGE_MAX - 1)}…` : masked;
 }
 
+/** A sealed message (see `UnwrittenErrors`) opened with `open`; without keys that open it, it says so. */
+export function openedMessage(message: string, open: ((text: string) => string) | undefined): string {
+  if (!message.startsWith("tse1.")) return message;
+  if (!open) return "(sealed: the store is encrypted and no key was given)";
+  try {
+    return open(message);
+  } catch {
+    return "(sealed with a key that was not given)";
+  }
+}
+
 /** The errors a store holds (its `metadata.recentErrors`), oldest first; anything malformed is left out. */
 export function storedErrorsOf(metadata: unknown): StoredError[] {
   const list = typeof metadata === "object" && metadata !== null ? (metadata as Record<string, unknown>)[RECENT_ERRORS_KEY] : undefined;
@@ -106,6 +117,12 @@ export class UnwrittenErrors {
   private pending: StoredError[] = [];
   private readonly host = os.hostname();
 
+  /**
+   * `seal`, on an encrypted store: messages are stored sealed like task text, since a message can
+   * still name what it read (a metadata key in a schema path), and the store's envelope is in clear.
+   */
+  constructor(private readonly seal?: (text: string) => string) {}
+
   /** Keeps `error` for the store, when its code says something about the store. */
   note(error: TaskStoreError, operation: string): void {
     if (!STORED_CODES.has(error.code)) return;
@@ -113,7 +130,7 @@ export class UnwrittenErrors {
       at: Date.now(),
       code: error.code,
       operation,
-      message: storableMessage(error.message),
+      message: this.seal ? this.seal(storableMessage(error.message)) : storableMessage(error.message),
       pid: process.pid,
       host: this.host,
     });

@@ -1,9 +1,9 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { EventBus, MemoryStorageDriver, RECENT_ERRORS_KEY, TaskManager, TaskRepository } from "@taskstore/core";
 import { describe, expect, it } from "vitest";
 import { StorageUnavailableError } from "../src/errors.js";
-import { mergeStoredErrors, type StoredError, storableMessage, UnwrittenErrors } from "../src/store-errors.js";
+import { mergeStoredErrors, openedMessage, type StoredError, storableMessage, UnwrittenErrors } from "../src/store-errors.js";
 import { FlakyDriver } from "./helpers.js";
 
 describe("what an error recorded with the store may say", () => {
@@ -89,6 +89,45 @@ describe("errors recorded with the store, by kind of driver", () => {
     }
     expect((await other().diagnose()).recentErrors).toHaveLength(1);
     expect((await repository.diagnose()).recentErrors).toHaveLength(2);
+  });
+
+  it("on an encrypted store the messages are sealed: the raw store holds none, diagnose() with the key reads them", async () => {
+    const store = randomUUID();
+    const key = randomBytes(32).toString("base64");
+    const canary = "metadata.canary-key-7f3a";
+    const flaky = new FlakyDriver(
+      new MemoryStorageDriver({ store, incremental: false }),
+      () => new StorageUnavailableError(`down at ${canary}`),
+    );
+    const repository = new TaskRepository({ driver: flaky, degrade: false, sealing: { keys: [key] } });
+    const manager = new TaskManager(new EventBus(), repository);
+    await manager.loadFromRepository();
+    flaky.broken = true;
+    await expect(manager.create({ title: "refused" })).rejects.toThrow("down");
+    flaky.broken = false;
+    await manager.create({ title: "accepted" });
+    await repository.flush();
+    const raw = new MemoryStorageDriver({ store }).readRaw() ?? "";
+    expect(raw).toContain(RECENT_ERRORS_KEY);
+    expect(raw).not.toContain(canary);
+    const withKey = new TaskRepository({ driver: new MemoryStorageDriver({ store }), sealing: { keys: [key] } });
+    expect((await withKey.diagnose()).recentErrors).toMatchObject([{ code: "STORAGE_UNAVAILABLE", message: `down at ${canary}` }]);
+    // A repository with another key cannot read the store at all: it says so, and shows no message it cannot open.
+    const otherKey = new TaskRepository({
+      driver: new MemoryStorageDriver({ store }),
+      sealing: { keys: [randomBytes(32).toString("base64")] },
+    });
+    const seen = (await otherKey.diagnose()).recentErrors;
+    expect(seen.map((error) => error.code)).toContain("ENCRYPTION");
+    expect(JSON.stringify(seen)).not.toContain(canary);
+    expect(openedMessage(raw.slice(raw.indexOf("tse1.")).split('"')[0] as string, undefined)).toBe(
+      "(sealed: the store is encrypted and no key was given)",
+    );
+    expect(
+      openedMessage("tse1.x", () => {
+        throw new Error("no key");
+      }),
+    ).toBe("(sealed with a key that was not given)");
   });
 
   it("recordErrors: false keeps them in this process's metrics only", async () => {

@@ -8,7 +8,7 @@ import { JournalFile } from "./json-file-journal.js";
 import { emptyScan, encodeHeader, encodeRecord, type Marker, NO_WRITES, scanJournal, tornFrom } from "./json-file-journal-format.js";
 import { LockLostError } from "./json-file-lock.js";
 import { type DriverState, onUnsyncedFolder } from "./json-file-state.js";
-import { type JournalView, readJournal, readJournalBytes, type View } from "./json-file-view.js";
+import { type JournalView, readJournal, readJournalBytes, takeRecord, type View } from "./json-file-view.js";
 
 // Writing to the journal: a record (or a seal) appended and synced, a new journal, its removal.
 
@@ -93,13 +93,7 @@ function accept(view: View, journal: JournalView, line: Buffer, change: { writes
   scan.seen = scan.scanned;
   if (!change || journal !== view.journal || !view.matches) return;
   scan.records++;
-  view.records.push(change.writes);
-  view.recordBytes += line.length;
-  view.lastUpdated = change.at;
-  if (view.writer) {
-    view.writer.bytes.forget(change.writes);
-    view.writer.table.apply(change.writes);
-  }
+  takeRecord(view, change.writes, change.at, line.length);
 }
 
 /** The journal continuing the view's snapshot: the one there, or a new one (linked into place, or renamed over one that does not continue it). */

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { type BigIntStats, constants, promises as fs, type Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { sleep } from "@taskstore/core";
+import { fileTypeOf, sleep } from "@taskstore/core";
 
 /** Mode of every file the driver writes, whatever the umask. */
 export const FILE_MODE = 0o600;
@@ -27,16 +27,6 @@ export type FileContent =
 
 export type FileKind = Exclude<FileContent, { kind: "file" }> | { kind: "file"; size: number };
 
-/** What a non-regular file is, for messages: "a FIFO", "a character device", ... */
-export function typeOf(stat: Stats): string {
-  if (stat.isDirectory()) return "a directory";
-  if (stat.isFIFO()) return "a FIFO";
-  if (stat.isCharacterDevice()) return "a character device";
-  if (stat.isBlockDevice()) return "a block device";
-  if (stat.isSocket()) return "a socket";
-  return "not a regular file";
-}
-
 /**
  * What is at `file` (following symlinks), without opening it: a FIFO or a device is never opened
  * (opening a FIFO blocks until a writer comes, reading /dev/zero never ends).
@@ -49,7 +39,7 @@ export async function inspectFile(file: string, limit: number = READ_LIMIT_BYTES
     if (codeOf(error) === "ENOENT") return { kind: "missing" };
     throw error;
   }
-  if (!stat.isFile()) return { kind: "not-regular", type: typeOf(stat) };
+  if (!stat.isFile()) return { kind: "not-regular", type: fileTypeOf(stat) };
   if (stat.size > limit) return { kind: "too-large", size: stat.size };
   return { kind: "file", size: stat.size };
 }
@@ -88,7 +78,7 @@ export async function readRegularFileKept(file: string, limit: number = READ_LIM
   let kept = false;
   try {
     const stat = await handle.stat({ bigint: true });
-    if (!stat.isFile()) return { kind: "not-regular", type: typeOf(stat as never) };
+    if (!stat.isFile()) return { kind: "not-regular", type: fileTypeOf(stat) };
     if (stat.size > BigInt(limit)) return { kind: "too-large", size: Number(stat.size) };
     const bytes = await readAt(handle, Number(stat.size));
     if (bytes.length > limit) return { kind: "too-large", size: bytes.length };

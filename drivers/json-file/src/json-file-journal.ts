@@ -1,7 +1,8 @@
 import { constants, promises as fs, fstatSync, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { codeOf, FILE_MODE, fsyncDir, tempPathFor, typeOf } from "./json-file-atomic.js";
+import { fileTypeOf } from "@taskstore/core";
+import { codeOf, FILE_MODE, fsyncDir, tempPathFor } from "./json-file-atomic.js";
 
 /** An open journal: the handle pins its inode, so a journal that replaced it can never share its number. */
 export class JournalFile {
@@ -26,8 +27,8 @@ export class JournalFile {
     } catch (error) {
       const code = codeOf(error);
       if (code === "ENOENT") return undefined;
-      if (code === "ELOOP") return { notRegular: "a symbolic link" };
-      if (code === "EISDIR") return { notRegular: "a directory" };
+      if (code === "ELOOP") return { notRegular: "a symlink" };
+      if (code === "EISDIR") return { notRegular: "a folder" };
       if (!["EACCES", "EPERM", "EROFS"].includes(code ?? "")) throw error;
       // Readable but not writable (a read-only folder, another user's store): enough to read.
       try {
@@ -41,7 +42,7 @@ export class JournalFile {
     const stat = await handle.stat();
     if (!stat.isFile()) {
       await handle.close();
-      return { notRegular: typeOf(stat) };
+      return { notRegular: fileTypeOf(stat) };
     }
     return new JournalFile(handle, stat.dev, stat.ino, writable, file);
   }

@@ -1,6 +1,6 @@
 import { promises as fs } from "node:fs";
-import type { Mutex } from "@taskstore/core";
-import { inspectFile, typeOf } from "./json-file-atomic.js";
+import { fileTypeOf, type Mutex } from "@taskstore/core";
+import { inspectFile } from "./json-file-atomic.js";
 import { errors, io, notRegular } from "./json-file-errors.js";
 import { type FileLock, LockLostError } from "./json-file-lock.js";
 import type { Settings } from "./json-file-options.js";
@@ -60,5 +60,5 @@ export async function refuseIrregularFiles(state: DriverState): Promise<void> {
     if (seen.kind === "not-regular") throw notRegular(file, seen.type);
   }
   const journal = await fs.lstat(state.journalPath).catch(() => undefined);
-  if (journal && !journal.isFile()) throw notRegular(state.journalPath, journal.isSymbolicLink() ? "a symbolic link" : typeOf(journal));
+  if (journal && !journal.isFile()) throw notRegular(state.journalPath, fileTypeOf(journal));
 }

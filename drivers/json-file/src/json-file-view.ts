@@ -202,19 +202,24 @@ async function reload(state: DriverState): Promise<void> {
  * Takes `chunk` (the bytes of `journal` from its `scan.scanned` on) into the view: valid records
  * join it when the journal continues the snapshot. Returns the valid lines read (seals too).
  */
+/** A record of the journal the view continues, taken into it (and into its writer's table, if made). */
+export function takeRecord(view: View, writes: WriteSet, at: number, bytes: number): void {
+  view.records.push(writes);
+  view.recordBytes += bytes;
+  view.lastUpdated = at;
+  if (view.writer) {
+    view.writer.bytes.forget(writes);
+    view.writer.table.apply(writes);
+  }
+}
+
 export function readJournal(state: DriverState, view: View, journal: JournalView, chunk: Buffer): Buffer[] {
   const valid: Buffer[] = [];
   const applies = journal === view.journal && view.matches;
   scanJournal(journal.scan, chunk, (record, line) => {
     valid.push(line);
     if (!applies || record.seal !== undefined) return;
-    view.records.push(record.writes);
-    view.recordBytes += line.length;
-    view.lastUpdated = record.at;
-    if (view.writer) {
-      view.writer.bytes.forget(record.writes);
-      view.writer.table.apply(record.writes);
-    }
+    takeRecord(view, record.writes, record.at, line.length);
   });
   if (journal.scan.corrupt && applies) {
     if (state.view === view) state.view = undefined;

@@ -12,7 +12,7 @@ import {
   statSync,
 } from "node:fs";
 import { dirname } from "node:path";
-import { ValidationError } from "@taskstore/core";
+import { fileTypeOf, ValidationError } from "@taskstore/core";
 import type Database from "better-sqlite3";
 import { errors } from "./sqlite-errors.js";
 
@@ -66,7 +66,7 @@ export function inspectFile(path: string, role: string): FileState {
     if (code === "ELOOP") throw new NotAStoreError(path, `(${role}) is a loop of symlinks`);
     throw error;
   }
-  if (!stats.isFile()) throw new NotAStoreError(path, `(${role}) is ${typeOf(stats)}, not a regular file`);
+  if (!stats.isFile()) throw new NotAStoreError(path, `(${role}) is ${fileTypeOf(stats)}, not a regular file`);
   if (stats.size === 0) return { kind: "empty", dev: stats.dev, ino: stats.ino };
   const header = Buffer.alloc(SQLITE_MAGIC.length);
   // O_NONBLOCK: if the path was swapped for a FIFO since the stat, the open must not wait for a writer.
@@ -74,7 +74,7 @@ export function inspectFile(path: string, role: string): FileState {
   let read: number;
   try {
     const opened = fstatSync(fd);
-    if (!opened.isFile()) throw new NotAStoreError(path, `(${role}) is ${typeOf(opened)}, not a regular file`);
+    if (!opened.isFile()) throw new NotAStoreError(path, `(${role}) is ${fileTypeOf(opened)}, not a regular file`);
     read = readSync(fd, header, 0, header.length, 0);
   } finally {
     closeSync(fd);
@@ -139,7 +139,7 @@ export function checkSideFiles(path: string, role: string): void {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
       throw error;
     }
-    if (!stats.isFile()) throw new NotAStoreError(side, `(beside ${role}) is ${typeOf(stats)}, not a regular file SQLite may write`);
+    if (!stats.isFile()) throw new NotAStoreError(side, `(beside ${role}) is ${fileTypeOf(stats)}, not a regular file SQLite may write`);
     if (stats.nlink > 1)
       throw new NotAStoreError(side, `(beside ${role}) is one of ${stats.nlink} hard links to a file, which SQLite would write into`);
   }
@@ -215,14 +215,4 @@ function isSymlink(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-function typeOf(stats: Stats): string {
-  if (stats.isDirectory()) return "a folder";
-  if (stats.isFIFO()) return "a FIFO (named pipe)";
-  if (stats.isCharacterDevice()) return "a character device";
-  if (stats.isBlockDevice()) return "a block device";
-  if (stats.isSocket()) return "a socket";
-  if (stats.isSymbolicLink()) return "a symlink";
-  return "not a regular file";
 }

@@ -4,6 +4,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import {
   DriverNotInstalledError,
+  fileTypeOf,
   keysFromEnvironment,
   parseStoreUrl,
   type StorageDriver,
@@ -96,16 +97,7 @@ function checkRegularFile(display: string, file: string): void {
   } catch {
     return; // missing (a new store), or unreadable: the driver reports that in its own terms
   }
-  if (!stats.isFile()) throw new StorePathError(display, file, describeFile(stats));
-}
-
-function describeFile(stats: Stats): string {
-  if (stats.isDirectory()) return "a folder";
-  if (stats.isFIFO()) return "a FIFO";
-  if (stats.isCharacterDevice()) return "a character device";
-  if (stats.isBlockDevice()) return "a block device";
-  if (stats.isSocket()) return "a socket";
-  return "something";
+  if (!stats.isFile()) throw new StorePathError(display, file, fileTypeOf(stats));
 }
 
 /**

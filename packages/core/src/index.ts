@@ -45,6 +45,7 @@ export { EventBus, type TaskEventListener, type TaskEventName, type TaskEvents }
 export { newTaskId } from "./ids.js";
 export { type DriverErrors, driverErrors } from "./kit/driver-errors.js";
 export { emptyStore } from "./kit/empty-store.js";
+export { type FileTypeStats, fileTypeOf } from "./kit/file-type.js";
 export { Mutex } from "./kit/mutex.js";
 export { type DeprecatedAlias, type NumberRule, numberOption, resolveOption } from "./kit/options.js";
 export { sleep } from "./kit/sleep.js";

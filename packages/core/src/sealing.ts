@@ -46,15 +46,8 @@ interface Key {
   key: KeyObject;
 }
 
-/**
- * How much plaintext (in UTF-16 code units) a sealer keeps of the task texts it sealed or opened last,
- * so that opening one of them again costs a lookup: a write reads back the task it sealed the
- * write before (a change set is applied to the stored state), and each AES-GCM open was about a
- * fifth of an encrypted append on Redis. The process holds the same text in its tasks anyway.
- */
-const OPENED_CACHE_CHARS = 4 * 1024 * 1024;
-/** How many tasks' last sealed values a sealer keeps for reuse (see `sealOf`). */
-const SEALED_TASKS_KEPT = 10_000;
+/** How many tasks' last sealed value and text a sealer keeps (see `Sealer.known`). */
+const TASKS_KNOWN = 10_000;
 
 /** A store holds sealed values this process cannot open (a missing or wrong key), or cannot seal. */
 export class SealingError extends TaskStoreError {
@@ -116,11 +109,15 @@ export class Sealer {
   private readonly current: Key | undefined;
   private readonly keys = new Map<string, KeyObject>();
   private readonly threshold: number | undefined;
-  /** Sealed value -> its text, the values this sealer made or opened last (oldest first; see OPENED_CACHE_CHARS). */
-  private readonly recent = new Map<string, string>();
-  private recentChars = 0;
-  /** Task id -> the text and sealed value this sealer made for it last (see `sealOf`). */
-  private readonly sealedTasks = new Map<string, { text: string; value: string }>();
+  /**
+   * Task id -> the sealed value this sealer last made or opened for it, and its text (the
+   * `TASKS_KNOWN` most recent, oldest first). A change set reads back the task it wrote the
+   * change set before, and most writes leave a task's text as it was (an append rewrites the
+   * body for `updatedAt`): each AES-GCM open or seal of it was about a fifth of an encrypted
+   * append on Redis. A sealed value is authenticated, so a string seen before opens to the same
+   * text. The process holds the same text in its tasks anyway.
+   */
+  private readonly known = new Map<string, { value: string; text: string; sealedHere: boolean }>();
 
   constructor(options: SealingOptions) {
     const keys = (options.keys ?? []).map(toKey);
@@ -164,32 +161,42 @@ export class Sealer {
 
   /**
    * The sealed value of a task's text: the one this sealer made for the same task and the same
-   * text last time, else a new one. Most writes change a task's times or log, not its text (an
-   * append rewrites the body for `updatedAt`), and a new seal was a fifth of such a write on
-   * Redis. What the backend then shows is that this task's text did not change in that write; it
-   * showed its length before. A value another process or key made is never reused.
+   * text last time, else a new one. What the backend then shows is that this task's text did not
+   * change in that write; it showed its length before. A value another process or key made (one
+   * this sealer only opened) is never reused.
    */
   private sealOf(taskId: string, text: string): string {
-    const prior = this.sealedTasks.get(taskId);
-    if (prior && prior.text === text) return prior.value;
+    const prior = this.known.get(taskId);
+    if (prior?.sealedHere && prior.text === text) return prior.value;
     const value = this.seal(text);
-    this.remember(value, text);
-    this.sealedTasks.delete(taskId);
-    this.sealedTasks.set(taskId, { text, value });
-    if (this.sealedTasks.size > SEALED_TASKS_KEPT) {
-      for (const oldest of this.sealedTasks.keys()) {
-        this.sealedTasks.delete(oldest);
-        break;
-      }
-    }
+    this.remember(taskId, { value, text, sealedHere: true });
     return value;
+  }
+
+  /** A task's sealed text, opened from memory when `known` holds that very value. */
+  private openTaskText(taskId: string, value: unknown, what: string): string {
+    const prior = this.known.get(taskId);
+    if (prior !== undefined && prior.value === value) return prior.text;
+    const text = this.open(value, what);
+    if (typeof value === "string") this.remember(taskId, { value, text, sealedHere: false });
+    return text;
+  }
+
+  private remember(taskId: string, entry: { value: string; text: string; sealedHere: boolean }): void {
+    this.known.delete(taskId);
+    this.known.set(taskId, entry);
+    if (this.known.size <= TASKS_KNOWN) return;
+    for (const oldest of this.known.keys()) {
+      this.known.delete(oldest);
+      break;
+    }
   }
 
   /** A task body as stored, opened (a body with nothing sealed is returned as it is). */
   openTask<T extends TaskBody>(task: T): T {
     const value = (task as Record<string, unknown>)[SEALED_FIELD];
     if (value === undefined) return task;
-    const secret = JSON.parse(this.openTaskText(value, `task ${task.id}`)) as Record<string, unknown>;
+    const secret = JSON.parse(this.openTaskText(task.id, value, `task ${task.id}`)) as Record<string, unknown>;
     const opened: Record<string, unknown> = {};
     for (const key of Object.keys(task)) if (key !== SEALED_FIELD) opened[key] = (task as Record<string, unknown>)[key];
     opened.title = secret.title;
@@ -262,38 +269,6 @@ export class Sealer {
       encrypted.toString("base64url"),
     ].join(".");
     return value;
-  }
-
-  /**
-   * Keeps `text` as what `value` opens to. Only values this sealer made or opened with its keys
-   * get here, and a sealed value is authenticated (the tag covers the data, the nonce is fresh):
-   * the same string always opens to the same text.
-   */
-  private remember(value: string, text: string): void {
-    if (text.length > OPENED_CACHE_CHARS / 8) return;
-    if (this.recent.delete(value)) this.recentChars -= text.length;
-    this.recent.set(value, text);
-    this.recentChars += text.length;
-    for (const [oldest, kept] of this.recent) {
-      if (this.recentChars <= OPENED_CACHE_CHARS) break;
-      this.recent.delete(oldest);
-      this.recentChars -= kept.length;
-    }
-  }
-
-  /**
-   * A task's sealed text opened, from memory when this sealer made or opened the value lately: a
-   * change set reads back the task it wrote the change set before. (Log entries are not kept:
-   * nothing reads one back but a load, which reads each once.)
-   */
-  private openTaskText(value: unknown, what: string): string {
-    if (typeof value === "string") {
-      const known = this.recent.get(value);
-      if (known !== undefined) return known;
-    }
-    const text = this.open(value, what);
-    if (typeof value === "string" && !value.startsWith(`${PREFIX}.-.`)) this.remember(value, text);
-    return text;
   }
 
   private open(value: unknown, what: string): string {
